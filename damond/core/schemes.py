@@ -1,0 +1,323 @@
+"""DAMOS: matching regions to schemes and applying actions within quotas and watermarks.
+
+Follows ``kdamond_apply_schemes()``, ``damon_do_apply_schemes()``, ``damos_apply_scheme()``,
+``damos_skip_charged_region()`` and ``damos_wmark_wait_us()`` of Linux v6.16 (the v6.7+
+per-scheme apply interval and ``nr_accesses_bp``-based matching), without DAMOS filters
+(v6.3+), quota goals (v6.8+) and walks (tried regions, v6.2+), which damond's 5.18/5.19
+interface does not expose.
+
+One apply pass decides, in the kernel's order (regions outer, schemes inner), which region
+pieces each scheme acts on, charging quotas and splitting regions at quota edges as it goes;
+the operation set then applies the whole ordered list in one call, so it can batch system
+calls. Charging does not depend on what the operation set reports as applied (the kernel
+charges the tried size too), so deciding first and applying after gives the same result.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from damond.core.context import Context, Scheme, Target
+from damond.core.ops_interface import OpsHandle, SchemeAction
+from damond.core.quota import min_score_for, open_window_if_due
+from damond.core.regions import Regions, align_down
+
+# ---------------------------------------------------------------------------------------------
+# watermarks
+
+
+def wmark_wait_us(scheme: Scheme, metric_value: int | None) -> int:
+    """``damos_wmark_wait_us()``: 0 when the scheme is active, else how long to wait before the
+    next check. Hysteresis: above ``high`` or below ``low`` deactivates; an inactive scheme only
+    activates once the metric drops below ``mid``; an active one stays active down to ``low``.
+    ``metric_value`` None means the metric is ``none`` (or unknown): always active."""
+    w = scheme.spec.wmarks
+    if metric_value is None:
+        return 0
+    if metric_value > w.high or w.low > metric_value:
+        scheme.wmark_activated = False
+        return w.interval_us
+    if w.high >= metric_value >= w.mid and not scheme.wmark_activated:
+        return w.interval_us
+    scheme.wmark_activated = True
+    return 0
+
+
+def wait_activation_us(ctx: Context, read_metric) -> int:
+    """One round of ``kdamond_wait_activation()``: the shortest wait among the schemes, 0 when
+    at least one is active or there are no schemes (then the kdamond monitors)."""
+    min_wait = None
+    for s in ctx.schemes:
+        metric = s.spec.wmarks.metric
+        value = None if metric == "none" else read_metric(metric)
+        wait = wmark_wait_us(s, value)
+        if min_wait is None or wait < min_wait:
+            min_wait = wait
+    return min_wait or 0
+
+
+# ---------------------------------------------------------------------------------------------
+# access pattern
+
+
+def pattern_mask(scheme: Scheme, regions: Regions, *, any_age_from_zero: bool = False
+                 ) -> np.ndarray:
+    """``__damos_valid_target()`` for all regions at once (closed ranges; v6.7+ compares
+    ``nr_accesses_bp / 10000``). With ``any_age_from_zero`` a region also passes the age test
+    when age 0 would: an earlier scheme of the same pass may reset its age to 0."""
+    p = scheme.spec.pattern
+    sz = regions.sizes()
+    nr = regions.nr_accesses_bp // 10000
+    mask = ((sz >= np.uint64(p.min_sz)) & (sz <= np.uint64(p.max_sz))
+            & (nr >= p.min_nr_accesses) & (nr <= p.max_nr_accesses))
+    age_ok = (regions.age >= p.min_age) & (regions.age <= p.max_age)
+    if any_age_from_zero and p.min_age == 0:
+        return mask
+    return mask & age_ok
+
+
+def _pattern_ok(scheme: Scheme, sz: int, bp: int, age: int) -> bool:
+    p = scheme.spec.pattern
+    nr = bp // 10000
+    return (p.min_sz <= sz <= p.max_sz and p.min_nr_accesses <= nr <= p.max_nr_accesses
+            and p.min_age <= age <= p.max_age)
+
+
+# ---------------------------------------------------------------------------------------------
+# quota adjustment
+
+
+def adjust_quota(ctx: Context, scheme: Scheme, ops: OpsHandle, now_ms: int) -> None:
+    """``damos_adjust_quota()``: open a new charge window when due, then set ``min_score`` from
+    the size histogram of scores of every region matching the pattern."""
+    if not scheme.quota_enabled():
+        return
+    open_window_if_due(scheme, now_ms)
+    per_target = []
+    for t in ctx.targets:
+        mask = pattern_mask(scheme, t.regions)
+        if not mask.any():
+            continue
+        sub = t.regions.select(mask)
+        scores = ops.get_scheme_score(ctx, t, sub, scheme)
+        if scores is None:
+            return  # the operation set has no scorer: no prioritisation
+        per_target.append((np.asarray(scores, dtype=np.int64), sub.sizes()))
+    scheme.quota.min_score = min_score_for(per_target, scheme.quota.esz)
+
+
+# ---------------------------------------------------------------------------------------------
+# the apply pass
+
+
+class _TargetWalk:
+    """Mutable per-target region lists for one apply pass (splits insert pieces)."""
+
+    def __init__(self, target: Target) -> None:
+        self.target = target
+        self.st, self.en, self.nr, self.bp, self.last, self.age = target.regions.to_lists()
+        self.modified = False
+        self.age_reset: set[int] = set()  # positions whose age this pass reset
+
+    def split(self, i: int, sz_left: int) -> None:
+        cut = self.st[i] + sz_left
+        self.st.insert(i + 1, cut)
+        self.en.insert(i + 1, self.en[i])
+        self.en[i] = cut
+        for arr in (self.nr, self.bp, self.last, self.age):
+            arr.insert(i + 1, arr[i])
+        self.age_reset = {p + 1 if p > i else p for p in self.age_reset}
+        if i in self.age_reset:
+            self.age_reset.add(i + 1)
+        self.modified = True
+
+    def store(self) -> None:
+        if self.modified:
+            self.target.regions = Regions.from_lists(self.st, self.en, self.nr, self.bp,
+                                                     self.last, self.age)
+
+
+def _skip_charged(walk: _TargetWalk, i: int, scheme: Scheme, min_region: int) -> int | None:
+    """``damos_skip_charged_region()``: after a window ended mid-way, resume where charging
+    stopped instead of acting on the same leading regions again. Returns the position to act
+    on (moved past a split-off leading piece), or None to skip this region for the scheme."""
+    q = scheme.quota
+    if q.charge_target_from is None:
+        return i
+    if walk.target is not q.charge_target_from:
+        return None
+    if i == len(walk.st) - 1:
+        q.charge_target_from = None
+        q.charge_addr_from = 0
+        return None
+    addr = q.charge_addr_from
+    if addr and walk.en[i] <= addr:
+        return None
+    if addr and walk.st[i] < addr:
+        sz_to_skip = align_down(addr - walk.st[i], min_region)
+        if not sz_to_skip:
+            if walk.en[i] - walk.st[i] <= min_region:
+                return None
+            sz_to_skip = min_region
+        walk.split(i, sz_to_skip)
+        i += 1
+    q.charge_target_from = None
+    q.charge_addr_from = 0
+    return i
+
+
+class _Scores:
+    """Scores of a target's regions for quota-limited schemes, computed once per pass and
+    recomputed only for regions whose age the pass reset."""
+
+    def __init__(self, ctx: Context, ops: OpsHandle, walk: _TargetWalk, cand: list[int],
+                 due: list[tuple[int, Scheme]]) -> None:
+        self.ctx, self.ops, self.walk = ctx, ops, walk
+        self.by_scheme: dict[int, dict[int, int] | None] = {}
+        for si, s in due:
+            if not s.quota.esz:
+                continue
+            sub = _sub_regions(walk, cand)
+            scores = ops.get_scheme_score(ctx, walk.target, sub, s)
+            self.by_scheme[si] = (None if scores is None
+                                  else dict(zip(cand, np.asarray(scores).tolist(), strict=True)))
+
+    def score(self, si: int, scheme: Scheme, orig: int, pos: int) -> int | None:
+        table = self.by_scheme.get(si)
+        if table is None:
+            return None
+        if pos in self.walk.age_reset or orig not in table:
+            sub = _sub_regions(self.walk, [pos])
+            return int(np.asarray(self.ops.get_scheme_score(self.ctx, self.walk.target, sub,
+                                                            scheme))[0])
+        return table[orig]
+
+
+def _sub_regions(walk: _TargetWalk, positions: list[int]) -> Regions:
+    return Regions.from_lists([walk.st[p] for p in positions], [walk.en[p] for p in positions],
+                              [walk.nr[p] for p in positions], [walk.bp[p] for p in positions],
+                              [walk.last[p] for p in positions], [walk.age[p] for p in positions])
+
+
+def _candidates(target: Target, due: list[tuple[int, Scheme]], full_walk: bool) -> list[int]:
+    n = len(target.regions)
+    if full_walk:
+        return list(range(n))
+    mask = np.zeros(n, dtype=bool)
+    for _, s in due:
+        mask |= pattern_mask(s, target.regions, any_age_from_zero=True)
+    return np.flatnonzero(mask).tolist()
+
+
+def plan_scheme_actions(ctx: Context, ops: OpsHandle, now_ms: int) -> list[SchemeAction] | None:
+    """Run the decision half of one apply pass. Returns None when no scheme was due and active
+    (nothing happened), else the ordered actions (possibly empty).
+
+    Updates everything the kernel updates while walking: quota charges and continuation
+    markers, region splits at quota edges, ``age`` resets for non-``stat`` actions, and the
+    ``nr_tried``/``sz_tried`` counters. ``finish_scheme_actions`` completes the pass.
+    """
+    passed = ctx.passed_sample_intervals
+    due = [(si, s) for si, s in enumerate(ctx.schemes)
+           if passed >= s.next_apply_sis and s.wmark_activated]
+    if not due:
+        return None
+    for _, s in due:
+        adjust_quota(ctx, s, ops, now_ms)
+    actions: list[SchemeAction] = []
+    for ti, t in enumerate(ctx.targets):
+        full_walk = any(s.quota.charge_target_from is not None for _, s in due)
+        cand = _candidates(t, due, full_walk)
+        if not cand:
+            continue
+        walk = _TargetWalk(t)
+        scores = _Scores(ctx, ops, walk, cand, due)
+        shift = 0  # pieces inserted before the region being walked
+        for orig in cand:
+            cur = orig + shift
+            before = len(walk.st)
+            for si, s in due:
+                cur = _scheme_on_region(ctx, walk, cur, orig, ti, si, s, scores, actions)
+            shift += len(walk.st) - before
+        walk.store()
+    return actions
+
+
+def _scheme_on_region(ctx: Context, walk: _TargetWalk, cur: int, orig: int, ti: int, si: int,
+                      s: Scheme, scores: _Scores, actions: list[SchemeAction]) -> int:
+    """``damon_do_apply_schemes()``'s body for one scheme and the region at ``cur``; returns
+    the position of the region later schemes see (a skip-split moves it right)."""
+    q = s.quota
+    if q.esz and q.charged_sz >= q.esz:
+        return cur
+    moved = _skip_charged(walk, cur, s, ctx.min_region)
+    if moved is None:
+        return cur
+    cur = moved
+    sz = walk.en[cur] - walk.st[cur]
+    if not _pattern_ok(s, sz, walk.bp[cur], walk.age[cur]):
+        return cur
+    if q.esz:
+        score = scores.score(si, s, orig, cur)
+        if score is not None and score < q.min_score:
+            return cur
+    if q.esz and q.charged_sz + sz > q.esz:
+        sz = align_down(q.esz - q.charged_sz, ctx.min_region)
+        if not sz:
+            s.stats.nr_tried += 1  # the kernel counts a try of 0 bytes (Appendix B #2)
+            return cur
+        walk.split(cur, sz)
+    actions.append(SchemeAction(ti, walk.st[cur], walk.en[cur], si, s.action))
+    q.charged_sz += sz
+    if q.esz and q.charged_sz >= q.esz:
+        q.charge_target_from = walk.target
+        q.charge_addr_from = walk.en[cur] + 1
+    if s.action != "stat":
+        walk.age[cur] = 0
+        walk.age_reset.add(cur)
+        walk.modified = True
+    s.stats.nr_tried += 1
+    s.stats.sz_tried += sz
+    return cur
+
+
+def finish_scheme_actions(ctx: Context, actions: list[SchemeAction], applied: list[int],
+                          elapsed_ns: int) -> None:
+    """Complete the pass: count applied bytes, charge the apply time to the time quotas (in
+    proportion to the bytes each scheme tried) and schedule each due scheme's next pass."""
+    tried_by_scheme: dict[int, int] = {}
+    for a, sz_applied in zip(actions, applied, strict=True):
+        s = ctx.schemes[a.scheme_index]
+        if sz_applied:
+            s.stats.nr_applied += 1
+            s.stats.sz_applied += sz_applied
+        tried_by_scheme[a.scheme_index] = tried_by_scheme.get(a.scheme_index, 0) + a.end - a.start
+    total = sum(tried_by_scheme.values())
+    if total and elapsed_ns:
+        for si, sz in tried_by_scheme.items():
+            ctx.schemes[si].quota.total_charged_ns += elapsed_ns * sz // total
+    schedule_next_apply(ctx)
+
+
+def schedule_next_apply(ctx: Context) -> None:
+    """Every scheme whose apply interval passed gets its next one, active or not."""
+    passed = ctx.passed_sample_intervals
+    sample = ctx.attrs.sample_us or 1
+    for s in ctx.schemes:
+        if passed < s.next_apply_sis:
+            continue
+        s.next_apply_sis = passed + (s.spec.apply_interval_us or ctx.attrs.aggr_us) // sample
+
+
+def apply_schemes(ctx: Context, ops: OpsHandle) -> None:
+    """``kdamond_apply_schemes()``: one apply pass of every due, active scheme."""
+    actions = plan_scheme_actions(ctx, ops, ctx.clock_ns() // 1_000_000)
+    if actions is None:
+        return
+    applied: list[int] = []
+    elapsed = 0
+    if actions:
+        start_ns = ctx.clock_ns()
+        applied = list(ops.apply_scheme(ctx, actions))
+        elapsed = ctx.clock_ns() - start_ns
+    finish_scheme_actions(ctx, actions, applied, elapsed)

@@ -1,0 +1,1 @@
+"""Operation sets: the pluggy hook specifications, the registry and the core-facing handle."""

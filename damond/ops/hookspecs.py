@@ -1,0 +1,109 @@
+"""Hook specifications of an operation set: the kernel's ``struct damon_operations`` callbacks.
+
+An operation set is a pluggy plugin (a module or an object) implementing these hooks, registered
+under its name ("vaddr", "paddr", ...). damond's built-in sets register themselves; third-party
+ones are found through the entry-point group ``damond.operations`` (the entry point's name is
+the operation set's name, as written to a context's ``operations`` file).
+
+Every callback takes the whole context, not one region, so that an implementation can batch a
+sample's system calls. Only the selected set's implementation is called for a context. Per-
+context and per-target state belongs in ``ctx.ops_data`` and ``target.ops_data``.
+
+The core (``damond.core``) owns the counters: ``check_accesses`` reports which regions were
+found accessed and the core does the counting, so an operation set cannot break the
+kernel's arithmetic.
+"""
+
+from __future__ import annotations
+
+import pluggy
+
+PROJECT = "damond"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@hookspec(firstresult=True)
+def damon_ops_info():
+    """Describe the operation set: return a ``damond.ops.info.OpsInfo``.
+
+    Called by the registry at discovery time (for ``avail_operations``, ``plugins`` and
+    ``features``). Must be cheap and must not fail.
+    """
+
+
+@hookspec(firstresult=True)
+def damon_ops_validate(ctx):
+    """Check a freshly built context before it is started or committed; raise
+    ``damond.errors.DamonError`` with the kernel's errno to refuse it (e.g. EINVAL when a
+    target's process does not exist, or when ``paddr`` gets more than one target).
+
+    Must not change the context: a refused ``commit`` leaves the running kdamond untouched.
+    """
+
+
+@hookspec(firstresult=True)
+def damon_ops_init(ctx):
+    """``ops.init``: called once when the kdamond starts, before the first sample. Set up
+    private state and give every target that has no regions its initial regions (vaddr: the
+    three-regions algorithm split into ``min_nr_regions`` pieces; fvaddr/paddr: none)."""
+
+
+@hookspec(firstresult=True)
+def damon_ops_update(ctx):
+    """``ops.update``: called every update interval; vaddr refreshes regions from the current
+    mappings with ``damond.core.regions.set_regions``."""
+
+
+@hookspec(firstresult=True)
+def damon_ops_prepare_access_checks(ctx):
+    """``ops.prepare_access_checks``: called at the start of every sample. Pick each region's
+    ``regions.sampling_addr`` (uniform in the region, ``damon_rand``) and clear the accessed
+    state of the sampled pages, all targets at once."""
+
+
+@hookspec(firstresult=True)
+def damon_ops_check_accesses(ctx):
+    """``ops.check_accesses``: called after the sampling sleep. Return a list with one boolean
+    numpy array per target (one entry per region, in region order): whether the region's
+    sampled page was accessed since ``prepare_access_checks``."""
+
+
+@hookspec(firstresult=True)
+def damon_ops_get_scheme_score(ctx, target, regions, scheme):
+    """``ops.get_scheme_score`` for many regions: return an int array of scores 0..99 (higher
+    means apply first) for ``regions`` (a ``Regions`` subset of ``target``) under ``scheme``,
+    or None when the set does not prioritise (then quotas apply in address order).
+    ``damond.core.scores`` has the kernel's hot and cold scores."""
+
+
+@hookspec(firstresult=True)
+def damon_ops_apply_scheme(ctx, actions):
+    """``ops.apply_scheme`` for one apply pass: apply each ``SchemeAction`` in order and return
+    a list with the bytes really applied for each (0 when the action is not supported or
+    failed). ``stat`` applies nothing and returns 0."""
+
+
+@hookspec(firstresult=True)
+def damon_ops_target_valid(ctx):
+    """``ops.target_valid`` for all targets: a list of booleans, or None when the set has no
+    such notion (then the kdamond runs until stopped, like paddr). A kdamond whose targets
+    are all invalid stops by itself."""
+
+
+@hookspec(firstresult=True)
+def damon_ops_cleanup(ctx):
+    """``ops.cleanup``: the kdamond stopped; release private state (fds, maps)."""
+
+
+@hookspec(firstresult=True)
+def damon_ops_wmark_metric(ctx, metric):
+    """Optional: the value of a watermark metric (``free_mem_rate`` per thousand) as this set
+    sees it, or None to use the system's (``/proc/meminfo``). The ``sim`` set answers with its
+    simulated machine's value so that watermarks can be tried without touching real memory."""
+
+
+@hookspec(firstresult=True)
+def damon_ops_status(ctx):
+    """Optional: a small dict of facts for ``status`` and ``features`` (e.g. which access-check
+    backend each target uses and why better ones are unavailable)."""

@@ -1,0 +1,23 @@
+"""What an operation set says about itself."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class OpsInfo:
+    """Self-description of an operation set, returned by its ``damon_ops_info`` hook.
+
+    ``applies`` lists the actions the set really applies; other valid actions are accepted,
+    tried and counted, but apply nothing (the kernel's behaviour for e.g. ``lru_prio`` on
+    vaddr). ``refuses`` lists actions a context using this set may not have at all (EINVAL
+    at ``on``/``commit``). ``needs_pid`` says whether ``pid_target`` names a process.
+    """
+
+    name: str
+    summary: str
+    applies: frozenset[str] = frozenset()
+    refuses: frozenset[str] = frozenset()
+    needs_pid: bool = False
+    notes: tuple[str, ...] = field(default_factory=tuple)

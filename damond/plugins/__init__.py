@@ -1,0 +1,1 @@
+"""damond's built-in operation sets (pluggy plugins implementing ``damond.ops.hookspecs``)."""
