@@ -32,7 +32,11 @@ from damond.core import monitor
 from damond.core.build import build_context, commit_context
 from damond.core.context import Context
 from damond.core.events import AggregationEvent, TargetSnapshot
-from damond.core.schemes import wait_activation_us
+from damond.core.schemes import (
+    finish_scheme_actions,
+    plan_scheme_actions,
+    wait_activation_us,
+)
 from damond.errors import DamonError
 from damond.ops.registry import OperationsRegistry
 from damond.spec import ContextSpec
@@ -57,10 +61,15 @@ class KdamondStats:
     wmark_waits: int = 0
     lateness_s: deque = field(default_factory=lambda: deque(maxlen=LATENESS_WINDOW))
 
-    def lateness_percentile(self, q: float) -> float:
+    def lateness_percentile(self, q: float, last_n: int | None = None) -> float:
+        """Percentile ``q`` of sampling lateness in seconds, over the last ``last_n`` samples
+        (all kept samples by default)."""
         if not self.lateness_s:
             return 0.0
-        return float(np.percentile(np.fromiter(self.lateness_s, dtype=np.float64), q))
+        values = np.fromiter(self.lateness_s, dtype=np.float64)
+        if last_n is not None:
+            values = values[-last_n:]
+        return float(np.percentile(values, q))
 
 
 class _Request:
@@ -144,11 +153,12 @@ class Kdamond:
 
     # -- the loop -------------------------------------------------------------------------
 
-    def _clock_ns(self) -> int:
-        return round(trio.current_time() * 1e9)
-
     async def run(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
         ctx, ops = self.ctx, self.ops
+        # the run's clock object, not trio.current_time(): operation sets running in a worker
+        # thread may read it too
+        clock = trio.lowlevel.current_clock()
+        self._clock_ns = lambda: round(clock.current_time() * 1e9)
         ctx.clock_ns = self._clock_ns
         self._mono_offset_ns = time.monotonic_ns() - self._clock_ns()
         try:
@@ -195,7 +205,7 @@ class Kdamond:
             if await self._wait_activation():
                 interval = None
                 continue
-            self._work(self.ops.prepare_access_checks, ctx)
+            await self._ops_call(self.ops.prepare_access_checks, ctx)
             now = trio.current_time()
             if interval != (ctx.attrs.sample_us or 1) / 1e6:
                 interval = (ctx.attrs.sample_us or 1) / 1e6
@@ -209,8 +219,38 @@ class Kdamond:
             await trio.sleep_until(deadline)
             stats.lateness_s.append(trio.current_time() - deadline)
             stats.samples += 1
-            self._work(monitor.after_sample, ctx, self.ops, timers, self._handle_requests,
-                       self._emit)
+            await self._after_sample(ctx, timers)
+
+    async def _after_sample(self, ctx: Context, timers) -> None:
+        """``monitor.after_sample`` phase by phase, so that the operation set's callbacks can
+        run in a worker thread when they block (system calls per sample)."""
+        results = await self._ops_call(self.ops.check_accesses, ctx)
+        aggregate = self._work(monitor.count_accesses, ctx, timers, results)
+        self._work(self._handle_requests, ctx)
+        if ctx.schemes:
+            actions = self._work(plan_scheme_actions, ctx, self.ops, ctx.clock_ns() // 1_000_000)
+            if actions is not None:
+                applied: list[int] = []
+                elapsed = 0
+                if actions:
+                    start_ns = ctx.clock_ns()
+                    applied = list(await self._ops_call(self.ops.apply_scheme, ctx, actions))
+                    elapsed = ctx.clock_ns() - start_ns
+                self._work(finish_scheme_actions, ctx, actions, applied, elapsed)
+        if self._work(monitor.finish_sample, ctx, timers, aggregate, self._emit):
+            await self._ops_call(self.ops.update, ctx)
+            self._work(monitor.refresh_sz_limit, ctx)
+
+    async def _ops_call(self, fn, *args):
+        """Call the operation set: inline when it is quick, in a worker thread when it says it
+        blocks (so clients and other kdamonds are not held up by its system calls)."""
+        if not self.ops.info.blocking:
+            return self._work(fn, *args)
+        t0 = time.perf_counter_ns()
+        result, cpu_ns = await trio.to_thread.run_sync(_timed_cpu, fn, *args)
+        self.stats.busy_ns += time.perf_counter_ns() - t0
+        self.stats.cpu_ns += cpu_ns
+        return result
 
     async def _wait_activation(self) -> bool:
         """Watermarks: while every scheme is inactive, do not sample; re-check at the
@@ -293,6 +333,12 @@ class Kdamond:
         }
 
 
+def _timed_cpu(fn, *args):
+    c0 = time.thread_time_ns()
+    result = fn(*args)
+    return result, time.thread_time_ns() - c0
+
+
 def _snapshot(index: int, regions) -> TargetSnapshot:
     return TargetSnapshot(index, regions.start.copy(), regions.end.copy(),
                           regions.nr_accesses.copy(), regions.age.copy())
@@ -309,6 +355,8 @@ class Scheduler:
         self.seed = seed
         self.min_region = min_region
         self.running: list[Kdamond] = []
+        #: called with each kdamond that starts (e.g. so trace clients follow new kdamonds)
+        self.start_listeners: list[Callable[[Kdamond], None]] = []
         self._nursery: trio.Nursery | None = None
 
     async def serve(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
@@ -350,6 +398,8 @@ class Scheduler:
                     await k.stop()
                 raise
             started.append(kd)
+            for listener in list(self.start_listeners):
+                listener(kd)
             log.info("kdamond started", kdamond=index, ops=ops_name, group=group,
                      targets=len(ctx.targets), schemes=len(ctx.schemes))
         return started

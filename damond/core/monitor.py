@@ -84,28 +84,43 @@ def begin_iteration(ctx: Context) -> IterationTimers:
 def after_sample(ctx: Context, ops: OpsHandle, timers: IterationTimers,
                  handle_requests: Callable[[Context], None],
                  on_aggregated: Callable[[Context], None]) -> None:
-    """Everything after the sampling sleep, in the kernel's order.
+    """Everything after the sampling sleep, in the kernel's order, synchronously.
 
     ``handle_requests`` runs where the kernel runs ``kdamond_call()`` (user requests such as an
     online commit or a stats refresh); ``on_aggregated`` is the ``damon_aggregated`` tracepoint:
     it sees the merged regions with the completed aggregation's counts, before they are reset
-    and split.
+    and split. The scheduler runs the same phases itself so that an operation set's slow
+    callbacks can run outside its event loop.
     """
+    aggregate = count_accesses(ctx, timers, ops.check_accesses(ctx))
+    handle_requests(ctx)
+    if ctx.schemes:
+        apply_schemes(ctx, ops)
+    if finish_sample(ctx, timers, aggregate, on_aggregated):
+        ops.update(ctx)
+        refresh_sz_limit(ctx)
+
+
+def count_accesses(ctx: Context, timers: IterationTimers, results: list) -> bool:
+    """Count one sample's access checks; at an aggregation boundary merge the regions.
+    Returns whether this sample ends an aggregation interval."""
     ctx.passed_sample_intervals += 1
-    passed = ctx.passed_sample_intervals
-    results = ops.check_accesses(ctx)
     len_window = window_length(ctx.attrs)
     max_nr = 0
     for t, accessed in zip(ctx.targets, results, strict=True):
         if len(t.regions):
             update_access_rates(t.regions, accessed, len_window)
             max_nr = max(max_nr, int(t.regions.nr_accesses.max()))
-    aggregate = passed >= timers.next_aggregation_sis
+    aggregate = ctx.passed_sample_intervals >= timers.next_aggregation_sis
     if aggregate:
         merge_all(ctx, max_nr // 10)
-    handle_requests(ctx)
-    if ctx.schemes:
-        apply_schemes(ctx, ops)
+    return aggregate
+
+
+def finish_sample(ctx: Context, timers: IterationTimers, aggregate: bool,
+                  on_aggregated: Callable[[Context], None]) -> bool:
+    """After the schemes: report, reset and split at an aggregation boundary. Returns whether
+    the operation set's ``update`` is due now (the caller runs it, then ``refresh_sz_limit``)."""
     sample = sample_interval(ctx.attrs)
     if aggregate:
         ctx.next_aggregation_sis = timers.next_aggregation_sis + ctx.attrs.aggr_us // sample
@@ -113,10 +128,10 @@ def after_sample(ctx: Context, ops: OpsHandle, timers: IterationTimers,
         for t in ctx.targets:
             ctx.nr_bp_fixes += reset_aggregated(t.regions)
         split_all(ctx)
-    if passed >= timers.next_ops_update_sis:
+    if ctx.passed_sample_intervals >= timers.next_ops_update_sis:
         ctx.next_ops_update_sis = timers.next_ops_update_sis + ctx.attrs.update_us // sample
-        ops.update(ctx)
-        refresh_sz_limit(ctx)
+        return True
+    return False
 
 
 def merge_all(ctx: Context, threshold: int) -> None:

@@ -226,6 +226,10 @@ def plan_scheme_actions(ctx: Context, ops: OpsHandle, now_ms: int) -> list[Schem
         adjust_quota(ctx, s, ops, now_ms)
     actions: list[SchemeAction] = []
     for ti, t in enumerate(ctx.targets):
+        # a scheme whose quota is used up skips every remaining region of the pass
+        due = [(si, s) for si, s in due if not _exhausted(s)]
+        if not due:
+            break
         full_walk = any(s.quota.charge_target_from is not None for _, s in due)
         cand = _candidates(t, due, full_walk)
         if not cand:
@@ -239,8 +243,17 @@ def plan_scheme_actions(ctx: Context, ops: OpsHandle, now_ms: int) -> list[Schem
             for si, s in due:
                 cur = _scheme_on_region(ctx, walk, cur, orig, ti, si, s, scores, actions)
             shift += len(walk.st) - before
+            if any(_exhausted(s) for _, s in due):
+                due = [(si, s) for si, s in due if not _exhausted(s)]
+                if not due:
+                    break
         walk.store()
     return actions
+
+
+def _exhausted(s: Scheme) -> bool:
+    q = s.quota
+    return bool(q.esz) and q.charged_sz >= q.esz
 
 
 def _scheme_on_region(ctx: Context, walk: _TargetWalk, cur: int, orig: int, ti: int, si: int,
@@ -248,7 +261,7 @@ def _scheme_on_region(ctx: Context, walk: _TargetWalk, cur: int, orig: int, ti: 
     """``damon_do_apply_schemes()``'s body for one scheme and the region at ``cur``; returns
     the position of the region later schemes see (a skip-split moves it right)."""
     q = s.quota
-    if q.esz and q.charged_sz >= q.esz:
+    if _exhausted(s):
         return cur
     moved = _skip_charged(walk, cur, s, ctx.min_region)
     if moved is None:

@@ -20,4 +20,7 @@ class OpsInfo:
     applies: frozenset[str] = frozenset()
     refuses: frozenset[str] = frozenset()
     needs_pid: bool = False
+    #: True when the callbacks make system calls that may block (damond then runs them in a
+    #: worker thread so that they never stall the control socket or other kdamonds)
+    blocking: bool = False
     notes: tuple[str, ...] = field(default_factory=tuple)
