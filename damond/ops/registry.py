@@ -25,6 +25,9 @@ ENTRY_POINT_GROUP = "damond.operations"
 #: Built-in operation sets in the order ``avail_operations`` lists them (the kernel lists its
 #: sets by id: vaddr, fvaddr, paddr); ``sim`` is damond's own.
 BUILTIN_OPERATIONS: tuple[tuple[str, str], ...] = (
+    ("vaddr", "damond.plugins.vaddr"),
+    ("fvaddr", "damond.plugins.fvaddr"),
+    ("paddr", "damond.plugins.paddr"),
     ("sim", "damond.plugins.sim"),
 )
 

@@ -1,0 +1,216 @@
+"""Access-check backends: how the virtual-address operation sets learn whether a sampled page
+was accessed, with whatever the running kernel lets user space see.
+
+The kernel's DAMON clears and tests a page table's Accessed bit from inside the kernel. User
+space has three ways to get at the same information (user-space-facilities.md):
+
+``page_idle``  exact, reads and writes, per sampled page: the page's PFN from ``pagemap`` is
+               marked idle in ``/sys/kernel/mm/page_idle/bitmap`` (the kernel clears its young
+               bits through the rmap, like ``damon_ptep_mkold()``) and read back after the
+               sampling interval; still idle means not accessed. Needs
+               CONFIG_IDLE_PAGE_TRACKING, root and pagemap PFNs (CAP_SYS_ADMIN).
+``soft_dirty`` writes only, per page: ``clear_refs`` 4 clears the whole process's soft-dirty
+               bits, pagemap bit 55 shows pages written since. Misses reads. Changes kernel
+               state: the process takes a write-protect fault on its first write to each page
+               after every clear. Needs CONFIG_MEM_SOFT_DIRTY.
+``smaps``      reads and writes, per mapping only: ``clear_refs`` 1 clears the process's
+               Accessed bits and PG_referenced, ``smaps`` then reports per mapping how many
+               bytes were referenced since. A sampled page counts as accessed with the
+               probability (referenced bytes / mapping size), so regions inside one mapping
+               cannot be told apart, but separate mappings can. Changes kernel state: clearing
+               referenced bits perturbs page reclaim's view of what is hot. Works everywhere.
+
+A backend works per target (one process) and per sample: ``prepare`` right after the sampling
+addresses are chosen, ``check`` after the sampling interval, both on all regions at once.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from damond.errors import DamonError
+from damond.platform import pagemap as pm
+from damond.platform import refs
+from damond.platform.kpageflags import read_flags
+from damond.platform.page_idle import PageIdleBitmap
+from damond.platform.probe import probe
+
+#: Best first: the order in which ``auto`` tries the backends.
+BACKENDS = ("page_idle", "soft_dirty", "smaps")
+_PAGE_SHIFT = 12
+_HPAGE_PAGES = 512  # PMD-mapped THP: 2 MiB of 4 KiB pages
+_KPF_COMPOUND_TAIL = np.uint64(1 << 16)
+_KPF_THP = np.uint64(1 << 22)
+
+PERTURBS = {
+    "page_idle": "sets the idle flag of sampled pages (shared with other page_idle users)",
+    "soft_dirty": "write-protects every page of the target at each sample (write faults)",
+    "smaps": "clears the target's referenced bits at each sample (perturbs page reclaim)",
+}
+
+
+def availability() -> dict[str, tuple[bool, str]]:
+    """Whether each backend can work here, and why (not)."""
+    f = probe()
+    out: dict[str, tuple[bool, str]] = {}
+    pfns = f["pagemap_pfn"] if "pagemap_pfn" in f else f["pagemap"]
+    if not f["page_idle"].available:
+        out["page_idle"] = (False, f["page_idle"].reason)
+    elif not pfns.available:
+        out["page_idle"] = (False, f"pagemap does not show PFNs: {pfns.reason}")
+    else:
+        out["page_idle"] = (True, "idle page tracking and pagemap PFNs are available")
+    sd = f["soft_dirty"]
+    out["soft_dirty"] = (sd.available, sd.reason)
+    cr = f.get("clear_refs") or f.get("smaps")
+    out["smaps"] = (cr.available, cr.reason) if cr else (True, "clear_refs and smaps")
+    return out
+
+
+def choose(forced: str | None = None) -> tuple[str, list[str]]:
+    """The best available backend (or the forced one), plus why better ones were passed over.
+
+    A forced backend that cannot work here is refused with EINVAL and the reason.
+    """
+    avail = availability()
+    if forced and forced != "auto":
+        if forced not in BACKENDS:
+            raise DamonError("EINVAL", f"unknown access check {forced!r} "
+                             f"(choose from auto, {', '.join(BACKENDS)})")
+        ok, reason = avail[forced]
+        if not ok:
+            raise DamonError("EINVAL", f"access check {forced!r} is unavailable: {reason}")
+        return forced, [f"{forced} forced by the user"]
+    skipped = []
+    for name in BACKENDS:
+        ok, reason = avail[name]
+        if ok:
+            return name, skipped
+        skipped.append(f"{name} unavailable: {reason}")
+    raise DamonError("EINVAL", "no access check works here: " + "; ".join(skipped))
+
+
+class PageIdleCheck:
+    name = "page_idle"
+
+    def __init__(self, proc_dir: str, thp_ranges) -> None:
+        self.pagemap = pm.Pagemap(proc_dir)
+        self.bitmap = PageIdleBitmap()
+        self._thp_ranges = thp_ranges  # callable -> sorted (start, end) arrays of THP areas
+        self._pfns = np.zeros(0, dtype=np.uint64)
+        self._present = np.zeros(0, dtype=bool)
+        self._folio_pages = np.zeros(0, dtype=np.uint64)
+
+    def prepare(self, addrs: np.ndarray) -> None:
+        entries = self.pagemap.read(addrs)
+        present = pm.is_present(entries)
+        pfns = pm.pfn(entries)
+        folio_pages = np.ones(len(addrs), dtype=np.uint64)
+        maybe_thp = present & self._in_thp_areas(addrs)
+        if maybe_thp.any():
+            # page_idle keeps the flag on a huge page's head only: mark and read the head,
+            # and let regions sampled inside the same huge page share one check (as vaddr's
+            # damon_va_young() reports the folio size)
+            flags = read_flags(pfns[maybe_thp])
+            huge = ((flags & _KPF_THP) != 0) | ((flags & _KPF_COMPOUND_TAIL) != 0)
+            idx = np.flatnonzero(maybe_thp)[huge]
+            offset = (addrs[idx] >> np.uint64(_PAGE_SHIFT)) % np.uint64(_HPAGE_PAGES)
+            pfns[idx] -= offset
+            folio_pages[idx] = _HPAGE_PAGES
+        self._pfns, self._present, self._folio_pages = pfns, present, folio_pages
+        if present.any():
+            self.bitmap.mark_idle(pfns[present])
+
+    def check(self, addrs: np.ndarray) -> np.ndarray:
+        accessed = np.zeros(len(addrs), dtype=bool)
+        present = self._present
+        if present.any():
+            accessed[present] = ~self.bitmap.is_idle(self._pfns[present])
+        if (~present).any():
+            # not mapped at prepare: accessed if it was faulted in during the interval
+            missing = np.flatnonzero(~present)
+            accessed[missing] = pm.is_present(self.pagemap.read(addrs[missing]))
+        return _share_within_folios(addrs, accessed, self._folio_pages)
+
+    def _in_thp_areas(self, addrs: np.ndarray) -> np.ndarray:
+        starts, ends = self._thp_ranges()
+        if not len(starts):
+            return np.zeros(len(addrs), dtype=bool)
+        i = np.searchsorted(starts, addrs, side="right") - 1
+        ok = i >= 0
+        i = np.maximum(i, 0)
+        return ok & (addrs < ends[i])
+
+    def close(self) -> None:
+        self.pagemap.close()
+        self.bitmap.close()
+
+
+def _share_within_folios(addrs: np.ndarray, accessed: np.ndarray,
+                         folio_pages: np.ndarray) -> np.ndarray:
+    """The kernel's same-folio cache: a region whose sampled page lies in the same huge page
+    as the previous region's reuses that check (the huge page is counted once)."""
+    if not (folio_pages > 1).any():
+        return accessed
+    out = accessed.copy()
+    size = folio_pages * np.uint64(1 << _PAGE_SHIFT)
+    last_base, last_size, last_result = None, None, False
+    for i, (a, s) in enumerate(zip(addrs.tolist(), size.tolist(), strict=True)):
+        if last_size is not None and a - a % last_size == last_base:
+            out[i] = last_result
+            continue
+        last_base, last_size, last_result = a - a % s, s, bool(out[i])
+    return out
+
+
+class SoftDirtyCheck:
+    name = "soft_dirty"
+
+    def __init__(self, proc_dir: str) -> None:
+        self.proc_dir = proc_dir
+        self.pagemap = pm.Pagemap(proc_dir)
+
+    def prepare(self, addrs: np.ndarray) -> None:
+        refs.clear_refs(self.proc_dir, 4)
+
+    def check(self, addrs: np.ndarray) -> np.ndarray:
+        entries = self.pagemap.read(addrs)
+        return pm.is_soft_dirty(entries) & (pm.is_present(entries) | pm.is_swapped(entries))
+
+    def close(self) -> None:
+        self.pagemap.close()
+
+
+class SmapsCheck:
+    name = "smaps"
+
+    def __init__(self, proc_dir: str, rng: np.random.Generator) -> None:
+        self.proc_dir = proc_dir
+        self.rng = rng
+
+    def prepare(self, addrs: np.ndarray) -> None:
+        refs.clear_refs(self.proc_dir, 1)
+
+    def check(self, addrs: np.ndarray) -> np.ndarray:
+        vmas = refs.read_smaps(self.proc_dir)
+        if not vmas:
+            return np.zeros(len(addrs), dtype=bool)
+        starts = np.array([v.start for v in vmas], dtype=np.uint64)
+        ends = np.array([v.end for v in vmas], dtype=np.uint64)
+        frac = np.array([v.referenced / v.size if v.size else 0.0 for v in vmas])
+        i = np.searchsorted(starts, addrs, side="right") - 1
+        inside = i >= 0
+        i = np.maximum(i, 0)
+        inside &= addrs < ends[i]
+        return inside & (self.rng.random(len(addrs)) < frac[i])
+
+    def close(self) -> None:
+        pass
+
+
+def open_backend(name: str, proc_dir: str, rng: np.random.Generator, thp_ranges):
+    if name == "page_idle":
+        return PageIdleCheck(proc_dir, thp_ranges)
+    if name == "soft_dirty":
+        return SoftDirtyCheck(proc_dir)
+    return SmapsCheck(proc_dir, rng)

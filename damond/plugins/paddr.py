@@ -1,0 +1,201 @@
+"""The ``paddr`` operation set: the physical address space (``mm/damon/paddr.c``).
+
+One target without a process. Its regions are the user's physical ranges, or, when none are
+given, the biggest "System RAM" range of ``/proc/iomem`` (with the kernel's inclusive-end
+quirk, as DAMON_RECLAIM picks it). Each sample checks one random page per region through
+``/sys/kernel/mm/page_idle/bitmap`` by PFN; there is no other way to see accesses to physical
+memory from user space, so on a kernel without idle page tracking ``on`` is refused and says so.
+
+Only LRU pages can be accessed in the kernel's sense (``damon_get_folio()``); huge pages are
+checked through their head page. ``stat`` works everywhere; ``pageout`` and ``cold`` act through a
+reverse map from physical pages to processes' virtual addresses (``paddr_rmap``), rebuilt at
+most once per update interval; the other actions are tried and apply nothing, as in the kernel.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+import structlog
+
+from damond.core.regions import Regions, set_regions
+from damond.core.scores import MAX_SCORE, cold_scores
+from damond.errors import DamonError
+from damond.ops.hookspecs import hookimpl
+from damond.ops.info import OpsInfo
+from damond.platform import iomem, madvise
+from damond.platform import page_idle as page_idle_mod
+from damond.platform.kpageflags import read_flags
+from damond.platform.page_idle import PageIdleBitmap
+from damond.plugins.paddr_rmap import ReverseMap
+
+log = structlog.get_logger("damond.paddr")
+
+NAME = "paddr"
+_PAGE_SHIFT = 12
+_HPAGE_PAGES = np.uint64(512)
+_KPF_LRU = np.uint64(1 << 5)
+_KPF_COMPOUND_TAIL = np.uint64(1 << 16)
+_KPF_THP = np.uint64(1 << 22)
+ADVICE = {"cold": madvise.MADV_COLD, "pageout": madvise.MADV_PAGEOUT}
+
+
+class PaddrState:
+    def __init__(self, update_us: int) -> None:
+        self.bitmap = PageIdleBitmap()
+        self.rmap = ReverseMap()
+        self.rmap_max_age_s = update_us / 1e6
+        self.pfns: list[np.ndarray] = []
+        self.lru: list[np.ndarray] = []
+
+    def rmap_fresh(self) -> ReverseMap:
+        if self.rmap.built_at is None or time.monotonic() - self.rmap.built_at >= \
+                self.rmap_max_age_s:
+            cost = self.rmap.build()
+            log.info("reverse map rebuilt", seconds=round(cost.seconds, 4), pages=cost.pages,
+                     processes=cost.processes, pagemap_scan=cost.used_scan_ioctl)
+        return self.rmap
+
+    def close(self) -> None:
+        self.bitmap.close()
+
+
+def _pfns_to_check(addrs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """PFNs to mark/read (huge pages by their head) and which of them are LRU pages."""
+    pfns = addrs >> np.uint64(_PAGE_SHIFT)
+    flags = read_flags(pfns)
+    huge = ((flags & _KPF_THP) != 0) | ((flags & _KPF_COMPOUND_TAIL) != 0)
+    pfns = np.where(huge, pfns - pfns % _HPAGE_PAGES, pfns)
+    return pfns, (flags & _KPF_LRU) != 0
+
+
+@hookimpl
+def damon_ops_info():
+    return OpsInfo(name=NAME, summary="the physical address space (needs page_idle)",
+                   applies=frozenset({"cold", "pageout"}), blocking=True,
+                   notes=("pageout and cold act through a PFN-to-process reverse map",))
+
+
+@hookimpl
+def damon_ops_validate(ctx):
+    ok, reason = page_idle_mod.available()
+    if not ok:
+        raise DamonError("EINVAL", "paddr needs idle page tracking, which this kernel does not "
+                         f"offer: {reason}")
+    if len(ctx.targets) > 1:
+        raise DamonError("EINVAL", "paddr supports only one target")
+
+
+@hookimpl
+def damon_ops_init(ctx):
+    ctx.ops_data = PaddrState(ctx.attrs.update_us)
+    for t in ctx.targets:
+        if not len(t.regions):
+            start, end = iomem.biggest_system_ram()
+            t.regions = set_regions(Regions(), [(start, end)], ctx.min_region)
+
+
+@hookimpl
+def damon_ops_prepare_access_checks(ctx):
+    st: PaddrState = ctx.ops_data
+    st.pfns, st.lru = [], []
+    for t in ctx.targets:
+        r = t.regions
+        n = len(r)
+        sizes = r.sizes()
+        offsets = (ctx.rng.random(n) * sizes).astype(np.uint64)
+        r.sampling_addr = r.start + np.minimum(offsets, np.maximum(sizes, 1) - 1)
+        pfns, lru = _pfns_to_check(r.sampling_addr)
+        st.pfns.append(pfns)
+        st.lru.append(lru)
+        _mark(st.bitmap, pfns[lru])
+
+
+def _mark(bitmap: PageIdleBitmap, pfns: np.ndarray) -> None:
+    try:
+        bitmap.mark_idle(pfns)
+    except DamonError as e:
+        if e.errno_name != "ENXIO":
+            raise
+
+
+@hookimpl
+def damon_ops_check_accesses(ctx):
+    st: PaddrState = ctx.ops_data
+    out = []
+    for t, pfns, lru in zip(ctx.targets, st.pfns, st.lru, strict=True):
+        accessed = np.zeros(len(t.regions), dtype=bool)
+        if lru.any():
+            accessed[lru] = ~st.bitmap.is_idle(pfns[lru])
+        out.append(accessed)
+    return out
+
+
+@hookimpl
+def damon_ops_get_scheme_score(ctx, target, regions, scheme):
+    if scheme.action == "pageout":
+        q = scheme.spec.quota
+        return cold_scores(regions.nr_accesses, regions.age, ctx.attrs, q.weight_nr_accesses,
+                           q.weight_age)
+    return np.full(len(regions), MAX_SCORE, dtype=np.int64)
+
+
+@hookimpl
+def damon_ops_apply_scheme(ctx, actions):
+    st: PaddrState = ctx.ops_data
+    applied = []
+    for a in actions:
+        advice = ADVICE.get(a.action)
+        applied.append(0 if advice is None else _advise_physical(st, a.start, a.end, advice))
+    return applied
+
+
+def _advise_physical(st: PaddrState, start: int, end: int, advice: int) -> int:
+    """Advise every process mapping a page of [start, end); bytes of pages advised."""
+    pids, vaddrs = st.rmap_fresh().lookup(start, end)
+    done = 0
+    for pid in np.unique(pids).tolist():
+        va = np.sort(vaddrs[pids == pid])
+        ranges = _coalesce(va)
+        try:
+            pidfd = madvise.pidfd_open(pid)
+        except DamonError:
+            continue
+        try:
+            result = madvise.process_madvise(pidfd, ranges, advice)
+        except DamonError:
+            continue
+        finally:
+            os.close(pidfd)
+        failed = set(result.failed)
+        done += sum(length for k, (_, length) in enumerate(ranges) if k not in failed)
+    return done
+
+
+def _coalesce(vaddrs: np.ndarray) -> list[tuple[int, int]]:
+    page = 1 << _PAGE_SHIFT
+    if not len(vaddrs):
+        return []
+    breaks = np.flatnonzero(np.diff(vaddrs) != page) + 1
+    starts = np.concatenate(([0], breaks))
+    ends = np.concatenate((breaks, [len(vaddrs)]))
+    return [(int(vaddrs[s]), int(e - s) * page) for s, e in zip(starts, ends, strict=True)]
+
+
+@hookimpl
+def damon_ops_cleanup(ctx):
+    if isinstance(ctx.ops_data, PaddrState):
+        ctx.ops_data.close()
+    ctx.ops_data = None
+
+
+@hookimpl
+def damon_ops_status(ctx):
+    st = ctx.ops_data
+    if not isinstance(st, PaddrState) or st.rmap.last_cost is None:
+        return {"access_check": "page_idle"}
+    c = st.rmap.last_cost
+    return {"access_check": "page_idle", "rmap_build_s": c.seconds, "rmap_pages": c.pages,
+            "rmap_processes": c.processes}

@@ -1,0 +1,385 @@
+"""The ``vaddr`` operation set: virtual address spaces of processes (``mm/damon/vaddr.c``).
+
+Regions start from the three-regions algorithm over ``/proc/PID/maps`` split into
+``min_nr_regions`` pieces (targets with user-given initial regions keep them) and follow the
+mappings every update interval with ``set_regions``. Each sample checks one random page per
+region through the best access-check backend the kernel allows (``access_check``). Actions go
+through ``process_madvise``: ``willneed``, ``cold``, ``pageout`` directly, ``hugepage`` as
+``MADV_COLLAPSE`` where the kernel has it (6.1+), and ``nohugepage`` not at all: the kernel only
+accepts that advice from the process itself, so such schemes are tried and counted but apply
+nothing. Applied bytes are what the system call reports.
+
+A target is its process, held by a pidfd and a ``/proc/PID`` directory fd taken when the
+kdamond starts: a pid reused after the process exits is never mistaken for the target.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+import structlog
+
+from damond.core.regions import (
+    PAGE_SIZE,
+    init_regions_from_ranges,
+    set_regions,
+    three_regions,
+)
+from damond.core.scores import MAX_SCORE, cold_scores
+from damond.errors import DamonError
+from damond.ops.hookspecs import hookimpl
+from damond.ops.info import OpsInfo
+from damond.platform import madvise
+from damond.platform.maps import parse_maps
+from damond.platform.refs import read_smaps
+from damond.plugins import access_check
+
+log = structlog.get_logger("damond.vaddr")
+
+NAME = "vaddr"
+ADVICE = {"willneed": madvise.MADV_WILLNEED, "cold": madvise.MADV_COLD,
+          "pageout": madvise.MADV_PAGEOUT, "hugepage": madvise.MADV_COLLAPSE}
+NOT_REMOTE = "nohugepage"
+#: Environment default for the access-check backend (a target's ops_args can override it).
+BACKEND_ENV = "DAMOND_ACCESS_CHECK"
+
+
+@dataclass
+class ProcessTarget:
+    """One monitored process: its identity-pinning fds and its access-check backend."""
+
+    pid: int
+    pidfd: int
+    procfd: int
+    backend: object
+    backend_name: str
+    backend_why: list[str]
+    thp_starts: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.uint64))
+    thp_ends: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.uint64))
+
+    @property
+    def proc_dir(self) -> str:
+        # /proc/self/fd/N resolves to the original process's directory, or fails once it died
+        return f"self/fd/{self.procfd}"
+
+    def alive(self) -> bool:
+        return madvise.pidfd_alive(self.pidfd)
+
+    def mappings(self) -> list[tuple[int, int]]:
+        fd = os.open("maps", os.O_RDONLY | os.O_CLOEXEC, dir_fd=self.procfd)
+        try:
+            chunks = []
+            while chunk := os.read(fd, 1 << 20):
+                chunks.append(chunk)
+        finally:
+            os.close(fd)
+        # [vsyscall] is listed by maps but is the kernel's gate area, not a VMA of the mm:
+        # the kernel's VMA walk never sees it, and counting it would make the gap below it
+        # (from the stack to the top of the address space) the biggest one
+        return [(v.start, v.end) for v in parse_maps(b"".join(chunks))
+                if v.path != "[vsyscall]"]
+
+    def refresh_thp_areas(self) -> None:
+        """Mappings currently backed by transparent huge pages (read at init and update, not
+        per sample): only there does a sampled page need the huge-page treatment."""
+        try:
+            areas = [(v.start, v.end) for v in read_smaps(self.proc_dir) if v.anon_huge_pages]
+        except DamonError:
+            areas = []
+        self.thp_starts = np.array([a for a, _ in areas], dtype=np.uint64)
+        self.thp_ends = np.array([b for _, b in areas], dtype=np.uint64)
+
+    def thp_areas(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.thp_starts, self.thp_ends
+
+    def close(self) -> None:
+        close = getattr(self.backend, "close", None)
+        if close:
+            close()
+        for fd in (self.pidfd, self.procfd):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+def open_process(pid: int, ops_args: dict, rng: np.random.Generator) -> ProcessTarget:
+    forced = ops_args.get("access_check") or os.environ.get(BACKEND_ENV)
+    name, why = access_check.choose(forced)
+    pidfd = madvise.pidfd_open(pid)
+    try:
+        procfd = os.open(f"/proc/{pid}", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as exc:
+        os.close(pidfd)
+        raise DamonError("ESRCH", f"/proc/{pid}: {exc.strerror}") from None
+    target = ProcessTarget(pid, pidfd, procfd, None, name, why)
+    try:
+        target.refresh_thp_areas()
+        target.backend = access_check.open_backend(name, target.proc_dir, rng,
+                                                   target.thp_areas)
+    except BaseException:
+        target.close()
+        raise
+    log.info("access check chosen", pid=pid, backend=name, passed_over=why,
+             perturbs=access_check.PERTURBS[name])
+    return target
+
+
+def process_of(target) -> ProcessTarget | None:
+    """The open process of a target, reopened if an online commit changed its pid."""
+    return target.ops_data if isinstance(target.ops_data, ProcessTarget) else None
+
+
+def sync_targets(ctx) -> None:
+    """Open every target's process (at start, and for targets added or changed by a commit).
+    A process that is gone leaves its target without a process: it is invalid from then on."""
+    for t in ctx.targets:
+        data = t.ops_data
+        if isinstance(data, ProcessTarget | _Gone) and data.pid == t.pid:
+            continue
+        if isinstance(data, ProcessTarget):
+            data.close()
+        try:
+            t.ops_data = open_process(t.pid, t.ops_args, ctx.rng)
+        except DamonError as e:
+            log.warning("target process unavailable", pid=t.pid, error=str(e))
+            t.ops_data = _Gone(t.pid)
+
+
+# ---------------------------------------------------------------------------------------------
+# shared by vaddr and fvaddr
+
+
+def validate_targets(ctx) -> None:
+    """``find_get_pid()`` at ``on``: every target's pid must name a live process (EINVAL), and
+    an access check must be possible here."""
+    for i, t in enumerate(ctx.targets):
+        if t.pid is None or t.pid <= 0 or not os.path.exists(f"/proc/{t.pid}"):
+            raise DamonError("EINVAL", f"target {i}: no process with pid {t.pid}")
+        access_check.choose(t.ops_args.get("access_check") or os.environ.get(BACKEND_ENV))
+
+
+def prepare_access_checks(ctx) -> None:
+    for t in ctx.targets:
+        r = t.regions
+        n = len(r)
+        if not n:
+            continue
+        sizes = r.sizes()
+        offsets = (ctx.rng.random(n) * sizes).astype(np.uint64)
+        r.sampling_addr = r.start + np.minimum(offsets, np.maximum(sizes, 1) - 1)
+        proc = process_of(t)
+        if proc is None:
+            continue
+        try:
+            proc.backend.prepare(r.sampling_addr)
+        except DamonError:
+            _drop_process(t)
+
+
+def check_accesses(ctx) -> list[np.ndarray]:
+    out = []
+    for t in ctx.targets:
+        proc = process_of(t)
+        n = len(t.regions)
+        if proc is None or not n:
+            out.append(np.zeros(n, dtype=bool))
+            continue
+        try:
+            out.append(proc.backend.check(t.regions.sampling_addr))
+        except DamonError:
+            _drop_process(t)
+            out.append(np.zeros(n, dtype=bool))
+    return out
+
+
+def _drop_process(target) -> None:
+    """The process went away between two samples: the target is invalid from now on."""
+    proc = process_of(target)
+    if proc is not None:
+        proc.close()
+        target.ops_data = _Gone(proc.pid)
+
+
+class _Gone:
+    """Marks a target whose process exited (so it is not reopened by pid: no reuse)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+
+
+def get_scheme_score(ctx, regions, scheme):
+    if scheme.action == "pageout":
+        q = scheme.spec.quota
+        return cold_scores(regions.nr_accesses, regions.age, ctx.attrs, q.weight_nr_accesses,
+                           q.weight_age)
+    return np.full(len(regions), MAX_SCORE, dtype=np.int64)
+
+
+def apply_scheme(ctx, actions) -> list[int]:
+    """Batch consecutive actions on the same process with the same advice into one
+    ``process_madvise`` call (up to IOV_MAX ranges), keeping the kernel's order."""
+    applied = [0] * len(actions)
+    i = 0
+    while i < len(actions):
+        a = actions[i]
+        j = i + 1
+        while (j < len(actions) and actions[j].target_index == a.target_index
+               and actions[j].action == a.action):
+            j += 1
+        _apply_batch(ctx, actions, i, j, applied)
+        i = j
+    return applied
+
+
+def _apply_batch(ctx, actions, i: int, j: int, applied: list[int]) -> None:
+    a = actions[i]
+    advice = ADVICE.get(a.action)
+    if advice is None:
+        return  # stat applies nothing; nohugepage cannot be given to another process
+    proc = process_of(ctx.targets[a.target_index])
+    if proc is None:
+        return
+    ranges = []
+    for x in actions[i:j]:
+        start = _page_align(x.start)
+        ranges.append((start, _page_align(x.end - x.start)))
+    try:
+        result = madvise.process_madvise(proc.pidfd, ranges, advice)
+    except DamonError as e:
+        log.warning("process_madvise failed", pid=proc.pid, action=a.action, error=str(e))
+        return
+    failed = set(result.failed)
+    for k, (_, length) in enumerate(ranges):
+        if k not in failed:
+            applied[i + k] = length
+    if result.error is not None and result.error.errno_name not in ("ENOMEM",):
+        log.info("process_madvise partly failed", pid=proc.pid, action=a.action,
+                 error=str(result.error), failed=len(failed))
+
+
+def _page_align(x: int) -> int:
+    return -(-x // PAGE_SIZE) * PAGE_SIZE
+
+
+def target_valid(ctx) -> list[bool]:
+    out = []
+    for t in ctx.targets:
+        proc = process_of(t)
+        out.append(proc is not None and proc.alive())
+    return out
+
+
+def cleanup(ctx) -> None:
+    for t in ctx.targets:
+        proc = process_of(t)
+        if proc is not None:
+            proc.close()
+        t.ops_data = None
+
+
+def status(ctx) -> dict:
+    targets = []
+    for t in ctx.targets:
+        proc = process_of(t)
+        if proc is None:
+            targets.append({"pid": t.pid, "alive": False})
+            continue
+        targets.append({"pid": proc.pid, "alive": proc.alive(), "access_check": proc.backend_name,
+                        "passed_over": proc.backend_why,
+                        "perturbs": access_check.PERTURBS[proc.backend_name]})
+    return {"targets": targets, "nohugepage": "tried and counted, never applied (the kernel "
+            "accepts MADV_NOHUGEPAGE only from the process itself)"}
+
+
+def info(name: str, summary: str) -> OpsInfo:
+    return OpsInfo(
+        name=name, summary=summary,
+        applies=frozenset({"willneed", "cold", "pageout", "hugepage"}), needs_pid=True,
+        blocking=True,
+        notes=("hugepage is applied as MADV_COLLAPSE (Linux 6.1+)",
+               "nohugepage is accepted and counted but cannot be applied to another process",))
+
+
+# ---------------------------------------------------------------------------------------------
+# the vaddr hooks
+
+
+def _monitored_ranges(proc: ProcessTarget, min_region: int) -> list[tuple[int, int]] | None:
+    try:
+        return three_regions(proc.mappings(), min_region)
+    except (DamonError, OSError):
+        return None
+
+
+@hookimpl
+def damon_ops_info():
+    return info(NAME, "virtual address spaces of processes (three regions over the mappings)")
+
+
+@hookimpl
+def damon_ops_validate(ctx):
+    validate_targets(ctx)
+
+
+@hookimpl
+def damon_ops_init(ctx):
+    sync_targets(ctx)
+    for t in ctx.targets:
+        proc = process_of(t)
+        if len(t.regions) or proc is None:
+            continue
+        ranges = _monitored_ranges(proc, ctx.min_region)
+        if ranges is None:
+            log.info("no three regions for target; it stays without regions", pid=t.pid)
+            continue
+        t.regions = init_regions_from_ranges(ranges, ctx.attrs.min_nr_regions, ctx.min_region)
+
+
+@hookimpl
+def damon_ops_update(ctx):
+    sync_targets(ctx)
+    for t in ctx.targets:
+        proc = process_of(t)
+        if proc is None:
+            continue
+        proc.refresh_thp_areas()
+        ranges = _monitored_ranges(proc, ctx.min_region)
+        if ranges is not None:
+            t.regions = set_regions(t.regions, ranges, ctx.min_region)
+
+
+@hookimpl
+def damon_ops_prepare_access_checks(ctx):
+    prepare_access_checks(ctx)
+
+
+@hookimpl
+def damon_ops_check_accesses(ctx):
+    return check_accesses(ctx)
+
+
+@hookimpl
+def damon_ops_get_scheme_score(ctx, target, regions, scheme):
+    return get_scheme_score(ctx, regions, scheme)
+
+
+@hookimpl
+def damon_ops_apply_scheme(ctx, actions):
+    return apply_scheme(ctx, actions)
+
+
+@hookimpl
+def damon_ops_target_valid(ctx):
+    return target_valid(ctx)
+
+
+@hookimpl
+def damon_ops_cleanup(ctx):
+    cleanup(ctx)
+
+
+@hookimpl
+def damon_ops_status(ctx):
+    return status(ctx)

@@ -1,0 +1,93 @@
+"""vaddr with the exact access checks, inside the guest kernel (``pytest -m guest``).
+
+These need ``page_idle`` and soft-dirty, which the development and CI hosts' kernel lacks; they
+run in one qemu boot of ../shared/guest-kernel (scripts/run-tests does it). Elsewhere they are
+skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import pytest
+import trio
+
+from damond import analysis, api
+from damond.plugins import access_check
+from damond.spec import AttrsSpec
+from tests.ops.workloads import workload
+
+pytestmark = pytest.mark.guest
+MiB = 1 << 20
+
+
+def _require(backend: str) -> None:
+    ok, reason = access_check.availability()[backend]
+    if not ok:
+        pytest.skip(f"{backend} unavailable here: {reason}")
+
+
+def _monitor(pid: int, seconds: float, backend: str, attrs: AttrsSpec | None = None) -> list:
+    ctx = api.context("vaddr", attrs=attrs or AttrsSpec(update_us=1_000_000),
+                      targets=[api.target(pid=pid, access_check=backend)])
+    snaps = []
+
+    def keep(ev) -> None:
+        t = ev.targets[0]
+        snaps.append((t.start, t.end, t.nr_accesses, t.age))
+
+    async def main() -> None:
+        async with api.session() as s:
+            kd = await s.start(ctx)
+            kd.subscribe(keep)
+            await trio.sleep(seconds)
+            await kd.stop()
+
+    trio.run(main)
+    return snaps
+
+
+def test_page_idle_finds_the_hot_cold_boundary_inside_one_mapping():
+    _require("page_idle")
+    with workload("onemap", "--hot", "8M", "--cold", "56M") as (proc, info):
+        snaps = _monitor(proc.pid, 15, "page_idle")
+    (lo, boundary), (_, hi) = info["ranges"]["hot"], info["ranges"]["cold"]
+    tail = snaps[len(snaps) // 2:]
+    assert len(tail) >= 5, "too few aggregations"
+    errors = [abs(analysis.hot_boundary(s, e, n, lo, hi) - boundary) / (hi - lo)
+              for s, e, n, _ in tail]
+    assert analysis.percentile(errors, 50) <= 0.10, errors
+    hot = [analysis.mean_access_over(s, e, n, lo, boundary) for s, e, n, _ in tail]
+    cold = [analysis.mean_access_over(s, e, n, boundary, hi) for s, e, n, _ in tail]
+    assert analysis.percentile(hot, 50) > 5 * max(analysis.percentile(cold, 50), 0.2)
+
+
+def test_working_set_estimate_within_20_percent():
+    """The kernel selftest's shape: two buffers accessed for 2 s each in turn; the working
+    set (regions >= 25% accessed, age >= 2 aggregations) should be one buffer. Like the
+    selftest, sizes double from 10 MiB until one passes (TLB reach can hide small ones)."""
+    _require("page_idle")
+    results = []
+    for size_mb in (10, 20, 40, 80, 160):
+        with workload("alternate", "--nr", "2", "--size", f"{size_mb}M", "--ms", "2000") as (
+                proc, _):
+            snaps = _monitor(proc.pid, 8, "page_idle")
+        values = [analysis.wss(s, e, n, a, 20) for s, e, n, a in snaps[10:50]]
+        errors = [abs(analysis.percentile(values, q) - size_mb * MiB) / (size_mb * MiB)
+                  for q in (50, 75)]
+        results.append((size_mb, errors))
+        if max(errors) <= 0.2:
+            return
+    pytest.fail(f"no size estimated within 20% at p50 and p75: {results}")
+
+
+def test_soft_dirty_sees_a_writer_and_misses_a_reader():
+    _require("soft_dirty")
+    seen = {}
+    for mode in ("writer", "reader"):
+        with workload(mode, "--hot", "8M") as (proc, info):
+            snaps = _monitor(proc.pid, 6, "soft_dirty")
+        lo, hi = info["ranges"]["hot"]
+        tail = snaps[len(snaps) // 2:]
+        seen[mode] = analysis.percentile(
+            [analysis.mean_access_over(s, e, n, lo, hi) for s, e, n, _ in tail], 50)
+    assert seen["writer"] >= 5, seen
+    assert seen["reader"] <= 0.5, seen
