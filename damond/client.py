@@ -1,0 +1,123 @@
+"""``damond ctl``: send protocol lines to a running damond and print the answers.
+
+Each argument is one command line; without arguments, standard input is sent as it is (line
+by line as it comes, so the kernel documentation can be pasted: the server strips the ``# ``
+prompts and comments). Data lines go to standard output, notes (``# ...``) and ``ERR`` lines to
+standard error; the exit status is 1 if any command answered ``ERR``, 2 if the daemon could
+not be reached.
+
+Input is sent from a thread while the main thread prints replies: a client that only wrote
+until done before reading could deadlock against a server blocked on sending it replies.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import sys
+import threading
+from collections.abc import Iterable
+from typing import BinaryIO, TextIO
+
+from damond.commands import NOTE_PREFIX, OK, unescape_data_line
+from damond.control_socket import ROOT_SOCKET_PATH, default_socket_path
+
+SOCKET_ENV = "DAMOND_SOCKET"
+
+
+def client_socket_path(explicit: str | None = None) -> str:
+    """``--socket``, else ``$DAMOND_SOCKET``, else this user's daemon socket if it exists,
+    else the system daemon's."""
+    if explicit:
+        return explicit
+    if os.environ.get(SOCKET_ENV):
+        return os.environ[SOCKET_ENV]
+    own = default_socket_path()
+    return own if os.path.exists(own) else ROOT_SOCKET_PATH
+
+
+def _send_all(sock: socket.socket, chunks: Iterable[bytes]) -> None:
+    try:
+        for chunk in chunks:
+            sock.sendall(chunk)
+    except OSError:
+        pass  # the server closed (e.g. after quit); the reader reports what it got
+    finally:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_WR)
+
+
+def _stdin_chunks(stdin: BinaryIO) -> Iterable[bytes]:
+    # readline, not read: an interactive user sees each answer as soon as it comes
+    yield from iter(stdin.readline, b"")
+
+
+class ReplyPrinter:
+    """Sorts reply lines onto stdout/stderr and remembers whether any command failed."""
+
+    def __init__(self, stdout: TextIO, stderr: TextIO) -> None:
+        self.stdout = stdout
+        self.stderr = stderr
+        self.failed = False
+        self._partial = b""
+
+    def feed(self, data: bytes) -> None:
+        *lines, self._partial = (self._partial + data).split(b"\n")
+        for raw in lines:
+            self.line(raw.decode("utf-8", "replace"))
+        self.stdout.flush()
+        self.stderr.flush()
+
+    def finish(self) -> None:
+        if self._partial:  # a prompt or an unterminated last line
+            self.stdout.write(self._partial.decode("utf-8", "replace"))
+            self._partial = b""
+        self.stdout.flush()
+
+    def line(self, line: str) -> None:
+        if line == OK:
+            return
+        if line.startswith("ERR "):
+            self.failed = True
+            self.stderr.write(line + "\n")
+        elif line.startswith(NOTE_PREFIX):
+            self.stderr.write(line + "\n")
+        else:
+            self.stdout.write(unescape_data_line(line) + "\n")
+
+
+def run_ctl(commands: list[str], *, socket_path: str | None = None,
+            stdin: BinaryIO | None = None, stdout: TextIO | None = None,
+            stderr: TextIO | None = None) -> int:
+    """Send ``commands`` (or stdin when empty) and print the replies; return the exit status."""
+    stdout = stdout or sys.stdout
+    stderr = stderr or sys.stderr
+    path = client_socket_path(socket_path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.connect(path)
+    except OSError as e:
+        stderr.write(f"damond ctl: cannot connect to {path}: {e.strerror or e}\n")
+        sock.close()
+        return 2
+    if commands:
+        chunks: Iterable[bytes] = [(c + "\n").encode("utf-8", "surrogateescape")
+                                   for c in commands]
+    else:
+        chunks = _stdin_chunks(stdin or sys.stdin.buffer)
+    sender = threading.Thread(target=_send_all, args=(sock, chunks), daemon=True)
+    sender.start()
+    printer = ReplyPrinter(stdout, stderr)
+    try:
+        while data := sock.recv(65536):
+            printer.feed(data)
+    except KeyboardInterrupt:
+        return 130
+    except OSError as e:
+        stderr.write(f"damond ctl: connection lost: {e.strerror or e}\n")
+        return 2
+    finally:
+        printer.finish()
+        sock.close()
+    return 1 if printer.failed else 0
