@@ -43,6 +43,9 @@ LATER_STATE_COMMANDS = {
     "update_schemes_effective_quotas": "6.9", "update_tuned_intervals": "6.15",
 }
 SCHEME_STATS = ("nr_tried", "sz_tried", "nr_applied", "sz_applied", "qt_exceeds")
+#: The kernel creates N directories for any N its allocator can hold and fails with ENOMEM
+#: beyond; damond refuses earlier, before a single write could exhaust the daemon's memory.
+MAX_NR_DIRS = 1 << 16
 
 
 @dataclass
@@ -103,6 +106,9 @@ def _nr_file(items: list, make: Callable[[], object], *, max_nr: int | None = No
             raise DamonError("EINVAL", f"{nr} is negative")
         if max_nr is not None and nr > max_nr:
             raise DamonError("EINVAL", f"at most {max_nr} supported")
+        if nr > MAX_NR_DIRS:
+            raise DamonError("ENOMEM", f"cannot create {nr} directories (damond's limit is "
+                             f"{MAX_NR_DIRS})")
         if busy is not None and (why := busy()):
             raise DamonError("EBUSY", why)
         items[:] = [make() for _ in range(nr)]

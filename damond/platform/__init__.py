@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import errno
 import os
+import sys
 
 import numpy as np
 
@@ -118,6 +119,8 @@ def read_u64_at(fd: int, indices: np.ndarray, max_gap: int = 0) -> tuple[np.ndar
     ``OSError`` propagates to the caller, which knows which file it is.
     """
     idx = np.asarray(indices, dtype=np.uint64).reshape(-1)
+    if idx.size <= SMALL_BATCH:
+        return _read_u64_small(fd, idx.tolist(), max_gap)
     unique, inverse, starts, ends = u64_runs(idx, max_gap)
     if max_gap:
         first, last = unique[starts], unique[ends - 1]
@@ -137,6 +140,52 @@ def read_u64_at(fd: int, indices: np.ndarray, max_gap: int = 0) -> tuple[np.ndar
         pos = bases[run] + (unique - first[run]).astype(np.intp)
         span, got = span[pos], got[pos]
     return span[inverse], got[inverse]
+
+
+#: Below this many indices the batching is done with plain Python: each numpy call has a
+#: fixed cost that dominates small batches, and dominates them badly under CPU emulation
+#: (tens of microseconds per call in the qemu guest).
+SMALL_BATCH = 256
+
+
+def runs_of(sorted_unique: list[int], max_gap: int) -> list[tuple[int, int]]:
+    """(first, last) of runs in a sorted list whose neighbours differ by <= max_gap + 1."""
+    out = []
+    first = prev = sorted_unique[0]
+    for v in sorted_unique[1:]:
+        if v - prev > max_gap + 1:
+            out.append((first, prev))
+            first = v
+        prev = v
+    out.append((first, prev))
+    return out
+
+
+def _read_u64_small(fd: int, idx: list[int], max_gap: int) -> tuple[np.ndarray, np.ndarray]:
+    if not idx:
+        return np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=bool)
+    values: dict[int, int] = {}
+    order = sys.byteorder
+    for first, last in runs_of(sorted(set(idx)), max_gap):
+        data = pread_bytes(fd, (last - first + 1) * 8, first * 8)
+        for k in range(len(data) // 8):
+            values[first + k] = int.from_bytes(data[8 * k:8 * k + 8], order)
+    out = np.fromiter((values.get(i, 0) for i in idx), dtype=np.uint64, count=len(idx))
+    got = np.fromiter((i in values for i in idx), dtype=bool, count=len(idx))
+    return out, got
+
+
+def pread_bytes(fd: int, size: int, offset: int) -> bytes:
+    """``pread`` until ``size`` bytes or EOF (sysfs binary files return one page per call)."""
+    chunks = []
+    done = 0
+    while done < size:
+        data = os.pread(fd, size - done, offset + done)
+        if not data:
+            break
+        chunks.append(data)
+        done += len(data)
+    return b"".join(chunks) if len(chunks) != 1 else chunks[0]
 
 
 def pread_full(fd: int, buf: memoryview, offset: int) -> int:

@@ -29,11 +29,12 @@ from __future__ import annotations
 
 import errno
 import os
+import sys
 
 import numpy as np
 
 from damond.errors import DamonError
-from damond.platform import os_error, pread_full, read_u64_at
+from damond.platform import SMALL_BATCH, os_error, pread_full, read_u64_at, runs_of
 
 BITMAP_PATH = "/sys/kernel/mm/page_idle/bitmap"
 _SIX = np.uint64(6)
@@ -84,7 +85,11 @@ class PageIdleBitmap:
         syscalls where they are expensive (under emulation). Raises ENXIO when a PFN is at or
         beyond the machine's max PFN.
         """
-        words, bits = _words_and_bits(np.asarray(pfns, dtype=np.uint64).reshape(-1))
+        flat = np.asarray(pfns, dtype=np.uint64).reshape(-1)
+        if flat.size <= SMALL_BATCH:
+            self._mark_idle_small(flat.tolist(), max_gap)
+            return
+        words, bits = _words_and_bits(flat)
         if words.size == 0:
             return
         breaks = np.flatnonzero(np.diff(words) > np.uint64(max_gap + 1)) + 1
@@ -102,6 +107,18 @@ class PageIdleBitmap:
             return
         for s, e in zip(starts.tolist(), ends.tolist(), strict=True):
             self._write_run(int(words[s]), bits[s:e])
+
+    def _mark_idle_small(self, pfns: list[int], max_gap: int) -> None:
+        """mark_idle for a few PFNs, in plain Python (see ``SMALL_BATCH``)."""
+        words: dict[int, int] = {}
+        for p in pfns:
+            words[p >> 6] = words.get(p >> 6, 0) | (1 << (p & 63))
+        if not words:
+            return
+        order = sys.byteorder
+        for first, last in runs_of(sorted(words), max_gap):
+            data = b"".join(words.get(w, 0).to_bytes(8, order) for w in range(first, last + 1))
+            self._write_bytes(first, data)
 
     def is_idle(self, pfns: np.ndarray, max_gap: int = 0) -> np.ndarray:
         """Bool per PFN (input order): True when the page is still idle (not accessed since
@@ -134,7 +151,9 @@ class PageIdleBitmap:
         self._write_run(first_word, np.ascontiguousarray(words, dtype=np.uint64))
 
     def _write_run(self, first_word: int, words: np.ndarray) -> None:
-        buf = memoryview(words).cast("B")
+        self._write_bytes(first_word, memoryview(words).cast("B"))
+
+    def _write_bytes(self, first_word: int, buf) -> None:
         done = 0
         while done < len(buf):
             try:

@@ -53,14 +53,20 @@ def test_one_pread_per_contiguous_run(spawn, monkeypatch):
     np.random.default_rng(2).shuffle(pages)
     addrs = (child.addr + pages * PAGE).astype(np.uint64)
     calls = []
-    real = os.preadv
+    real_preadv, real_pread = os.preadv, os.pread
 
-    def counting(fd, buffers, offset):
+    def counting_preadv(fd, buffers, offset):
         calls.append(offset)
-        return real(fd, buffers, offset)
+        return real_preadv(fd, buffers, offset)
+
+    def counting_pread(fd, size, offset):
+        calls.append(offset)
+        return real_pread(fd, size, offset)
 
     with pm.Pagemap(child.pid) as p:
-        monkeypatch.setattr(os, "preadv", counting)
+        # small batches go through os.pread, large ones through os.preadv: count both
+        monkeypatch.setattr(os, "preadv", counting_preadv)
+        monkeypatch.setattr(os, "pread", counting_pread)
         exact = p.read(addrs, max_gap=0)
         n_exact = len(calls)
         merged = p.read(addrs, max_gap=49)  # the gaps are 49 and 50 pages
