@@ -1,0 +1,91 @@
+"""damond's CPU cost per second of monitoring at default attributes, for two workload sizes.
+
+DAMON's promise is an overhead bounded by the number of regions, not by the target's size.
+This measures whether damond keeps it: the same workload shape (a small hot mapping, the rest
+cold) at a small and an eight times larger size, monitored with ``vaddr`` at the default
+attributes, and damond's process CPU time (user + system, including the work the kernel does
+for its system calls) per second of monitoring.
+
+On the host the access check is ``smaps`` (1 GiB and 8 GiB by default); where ``page_idle``
+exists (the guest kernel) it is ``page_idle`` (256 MiB and 2 GiB). Prints one line per size and
+the ratio large/small (1.0 means flat).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+import trio
+
+from damond import api
+from damond.plugins import access_check
+from damond.spec import AttrsSpec
+
+MiB = 1 << 20
+
+
+def parse_size(text: str) -> int:
+    units = {"M": MiB, "G": 1 << 30}
+    return int(float(text[:-1]) * units[text[-1].upper()])
+
+
+def measure(size: int, seconds: float, backend: str) -> dict:
+    hot = min(64 * MiB, size // 4)
+    proc = subprocess.Popen([sys.executable, "-m", "damond.workload", "hotcold",
+                             "--hot", str(hot), "--cold", str(size - hot)],
+                            stdout=subprocess.PIPE, text=True)
+    json.loads(proc.stdout.readline())
+    time.sleep(0.5)
+    out: dict = {}
+
+    async def main() -> None:
+        async with api.session() as s:
+            kd = await s.start(api.context("vaddr", attrs=AttrsSpec(),
+                                           targets=[api.target(pid=proc.pid,
+                                                               access_check=backend)]))
+            await trio.sleep(1.0)  # warm-up: initial regions settle
+            r0 = resource.getrusage(resource.RUSAGE_SELF)
+            s0, o0 = kd.stats.samples, kd.stats.overruns
+            await trio.sleep(seconds)
+            r1 = resource.getrusage(resource.RUSAGE_SELF)
+            out["cpu_per_s"] = ((r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)) / seconds
+            out["samples_per_s"] = (kd.stats.samples - s0) / seconds
+            out["overruns"] = kd.stats.overruns - o0
+            out["regions"] = kd.ctx.nr_regions()
+            await kd.stop()
+
+    try:
+        trio.run(main)
+    finally:
+        proc.kill()
+        proc.wait()
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", help="two sizes, e.g. 1G,8G (default by access check)")
+    ap.add_argument("--seconds", type=float, default=10.0)
+    args = ap.parse_args()
+    backend, _ = access_check.choose()
+    sizes = args.sizes or ("256M,2G" if backend == "page_idle" else "1G,8G")
+    small, large = (parse_size(s) for s in sizes.split(","))
+    results = []
+    for size in (small, large):
+        r = measure(size, args.seconds, backend)
+        results.append(r)
+        print(f"size={size // MiB}MiB access_check={backend} cpu_s_per_s={r['cpu_per_s']:.4f} "
+              f"samples_per_s={r['samples_per_s']:.1f} overruns={r['overruns']} "
+              f"regions={r['regions']}")
+    ratio = results[1]["cpu_per_s"] / results[0]["cpu_per_s"]
+    print(f"cpu_ratio_large_over_small={ratio:.2f} (target size ratio "
+          f"{large / small:.0f}; 1.0 = flat)")
+
+
+if __name__ == "__main__":
+    main()
