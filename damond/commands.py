@@ -498,12 +498,27 @@ def _features_lines(s: Session, facilities: dict[str, Any] | None, why: str) -> 
         else:
             origin = "built-in" if r.builtin else f"plugin from {r.distribution}"
             lines.append(f"operations {name}: yes ({origin}: {r.info.summary})")
+            lines.extend(f"operations {name} note: {note}" for note in r.info.notes)
+    lines.extend(_access_check_lines())
     if facilities is None:
         lines.append(f"facilities: unknown ({why})")
     else:
         for f in facilities.values():
             lines.append(f"facility {f.name}: {'yes' if f.available else 'no'} ({f.reason})")
     return [escape_data_line(one_line(line)) for line in lines]
+
+
+def _access_check_lines() -> list[str]:
+    """Which access check vaddr/fvaddr will use here, and why better ones are unavailable."""
+    try:
+        from damond.plugins import access_check
+
+        name, passed_over = access_check.choose()
+    except (ImportError, DamonError) as e:
+        return [f"access_check: none ({e})"]
+    lines = [f"access_check: {name} (perturbs: {access_check.PERTURBS[name]})"]
+    lines.extend(f"access_check {why}" for why in passed_over)
+    return lines
 
 
 def _probe_facilities() -> tuple[dict[str, Any] | None, str]:
@@ -608,6 +623,53 @@ async def _lateness(s: Session, step: Step) -> Reply:
             line += f" p50_ms={p50:.4f} p99_ms={p99:.4f} max_ms={values.max():.4f}"
         lines.append(line)
     return Reply(lines)
+
+
+# --------------------------------------------------------------------------------------------
+# Configuration and metrics
+# --------------------------------------------------------------------------------------------
+
+
+@_command("dump", "dump [json|yaml]",
+          "print the sysfs tree's kdamonds in damo's kdamonds format (loads with "
+          "'damond serve --config' and 'damo start --kdamonds')")
+async def _dump(s: Session, step: Step) -> Reply:
+    from damond.damo_kdamonds import dump_kdamonds
+
+    args = step.argv[1:]
+    if len(args) > 1 or (args and args[0] not in ("json", "yaml")):
+        raise DamonError("EINVAL", "expected 'json', 'yaml' or nothing", step.argv[0])
+    text = dump_kdamonds(s.daemon.sysfs.specs(), fmt=args[0] if args else "json")
+    return Reply(content_lines(text))
+
+
+@_command("reload", "reload",
+          "re-read the --config file and apply it (as SIGHUP does; a broken file is refused "
+          "and the running configuration kept)", writes=lambda step: True)
+async def _reload(s: Session, step: Step) -> Reply:
+    from damond.config import manager_of
+
+    if len(step.argv) > 1:
+        raise DamonError("EINVAL", "reload takes no arguments", step.argv[0])
+    manager = manager_of(s.daemon)
+    if manager is None:
+        raise DamonError("EINVAL", "this daemon has no configuration manager", step.argv[0])
+    result = await manager.reload()
+    notes = [NOTE_PREFIX + one_line(f"warning: {w}") for w in result.warnings]
+    if result.ok:
+        return Reply([*notes, escape_data_line(one_line(
+            f"reloaded {manager.path}: {result.message}"))])
+    err = result.error or DamonError("EIO", result.message)
+    return Reply(notes, error_status(err.errno_name, step.argv[0], result.message))
+
+
+@_command("metrics", "metrics", "the daemon's metrics in the Prometheus text format")
+async def _metrics(s: Session, step: Step) -> Reply:
+    from damond.metrics import render_metrics
+
+    if len(step.argv) > 1:
+        raise DamonError("EINVAL", "metrics takes no arguments", step.argv[0])
+    return Reply(content_lines(render_metrics(s.daemon)))
 
 
 # --------------------------------------------------------------------------------------------

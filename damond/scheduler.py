@@ -205,7 +205,7 @@ class Kdamond:
             if await self._wait_activation():
                 interval = None
                 continue
-            await self._ops_call(self.ops.prepare_access_checks, ctx)
+            self._work(self.ops.prepare_access_checks, ctx)
             now = trio.current_time()
             if interval != (ctx.attrs.sample_us or 1) / 1e6:
                 interval = (ctx.attrs.sample_us or 1) / 1e6
@@ -222,9 +222,13 @@ class Kdamond:
             await self._after_sample(ctx, timers)
 
     async def _after_sample(self, ctx: Context, timers) -> None:
-        """``monitor.after_sample`` phase by phase, so that the operation set's callbacks can
-        run in a worker thread when they block (system calls per sample)."""
-        results = await self._ops_call(self.ops.check_accesses, ctx)
+        """``monitor.after_sample`` phase by phase, so that the operation set's potentially
+        long callbacks (applying actions, updating regions) can run in a worker thread.
+
+        The per-sample access checks run inline: they are a few system calls per region, and a
+        hop to a worker thread costs more than that (about 0.1 ms here, 9 ms under emulation).
+        """
+        results = self._work(self.ops.check_accesses, ctx)
         aggregate = self._work(monitor.count_accesses, ctx, timers, results)
         self._work(self._handle_requests, ctx)
         if ctx.schemes:
@@ -243,7 +247,7 @@ class Kdamond:
 
     async def _ops_call(self, fn, *args):
         """Call the operation set: inline when it is quick, in a worker thread when it says it
-        blocks (so clients and other kdamonds are not held up by its system calls)."""
+        may block (so clients and other kdamonds are not held up by, e.g., a pageout)."""
         if not self.ops.info.blocking:
             return self._work(fn, *args)
         t0 = time.perf_counter_ns()

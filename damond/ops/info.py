@@ -20,7 +20,8 @@ class OpsInfo:
     applies: frozenset[str] = frozenset()
     refuses: frozenset[str] = frozenset()
     needs_pid: bool = False
-    #: True when the callbacks make system calls that may block (damond then runs them in a
-    #: worker thread so that they never stall the control socket or other kdamonds)
+    #: True when ``apply_scheme`` and ``update`` make system calls that may take long (damond
+    #: then runs those two in a worker thread so that they never stall the control socket or
+    #: other kdamonds; the per-sample callbacks always run inline)
     blocking: bool = False
     notes: tuple[str, ...] = field(default_factory=tuple)
