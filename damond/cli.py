@@ -15,16 +15,50 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from damond.serve import ServeOptions, run_serve
+    from damond.serve import ServeOptions, check_config_file, run_serve
 
-    return run_serve(ServeOptions(socket=args.socket, admin_group=args.admin_group,
-                                  seed=args.seed))
+    if args.check:
+        if not args.config:
+            print("damond serve: --check needs --config FILE", file=sys.stderr)
+            return 2
+        return check_config_file(args.config)
+    return run_serve(ServeOptions(
+        socket=args.socket, admin_group=args.admin_group, seed=args.seed, config=args.config,
+        log_level=args.log_level, log_format=args.log_format,
+        metrics_textfile=args.metrics_textfile, metrics_interval=args.metrics_interval,
+        metrics_listen=args.metrics_listen))
 
 
 def _cmd_ctl(args: argparse.Namespace) -> int:
     from damond.client import run_ctl
 
-    return run_ctl(args.commands, socket_path=args.socket)
+    commands = args.commands
+    if args.format is not None:
+        if commands != ["dump"]:
+            print("damond ctl: --format applies to 'damond ctl dump' only", file=sys.stderr)
+            return 2
+        commands = [f"dump {args.format}"]
+    return run_ctl(commands, socket_path=args.socket)
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError("must be more than 0 seconds")
+    return value
+
+
+def _host_port(text: str) -> str:
+    from damond.metrics import parse_listen
+
+    try:
+        parse_listen(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,13 +72,35 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=_cmd_demo)
     serve = sub.add_parser(
         "serve", help="run the daemon in the foreground with its control socket",
-        description="Run damond in the foreground. SIGINT or SIGTERM stops every kdamond, "
-                    "removes the socket and exits 0.")
+        description="Run damond in the foreground. With --config, start the kdamonds of a "
+                    "damo kdamonds JSON/YAML file; SIGHUP reloads it (a broken file is refused "
+                    "and the running kdamonds are kept). SIGINT or SIGTERM stops every "
+                    "kdamond, removes the socket and exits 0. Speaks systemd's sd_notify "
+                    "(Type=notify, WatchdogSec=) and socket activation protocols.")
     serve.add_argument("--socket", metavar="PATH",
-                       help="control socket path (default: /run/damond/damond.sock as root, "
+                       help="control socket path (default: a socket passed by systemd, else "
+                            "/run/damond/damond.sock as root, "
                             "$XDG_RUNTIME_DIR/damond/damond.sock otherwise)")
-    serve.add_argument("--log-level", default="info",
-                       choices=["debug", "info", "warning", "error"])
+    serve.add_argument("--config", metavar="FILE",
+                       help="kdamonds to start, in damo's kdamonds JSON or YAML format "
+                            "(damo args damon --format json|yaml); reloaded on SIGHUP")
+    serve.add_argument("--check", action="store_true",
+                       help="validate --config as startup would, start nothing, exit 0 or 1")
+    serve.add_argument("--log-level", default=None,
+                       choices=["debug", "info", "warning", "error"],
+                       help="default: the config's damond.log_level, else info")
+    serve.add_argument("--log-format", default="auto", choices=["auto", "json", "console"],
+                       help="auto: JSON lines when standard error is systemd's journal "
+                            "(JOURNAL_STREAM), readable lines otherwise")
+    serve.add_argument("--metrics-textfile", metavar="PATH",
+                       help="write Prometheus metrics to PATH (atomically) for node_exporter's "
+                            "textfile collector, e.g. "
+                            "/var/lib/prometheus/node-exporter/damond.prom")
+    serve.add_argument("--metrics-interval", metavar="SECONDS", type=_positive_seconds,
+                       default=15.0, help="how often --metrics-textfile is rewritten "
+                                          "(default: 15)")
+    serve.add_argument("--metrics-listen", metavar="HOST:PORT", type=_host_port,
+                       help="serve GET /metrics over HTTP, e.g. 127.0.0.1:9847 or [::1]:9847")
     serve.add_argument("--admin-group", metavar="GROUP",
                        help="members of this group may write (root always may)")
     serve.add_argument("--seed", type=int, default=None,
@@ -58,8 +114,12 @@ def build_parser() -> argparse.ArgumentParser:
     ctl.add_argument("--socket", metavar="PATH",
                      help="control socket path (default: $DAMOND_SOCKET, your own daemon's "
                           "socket, then /run/damond/damond.sock)")
+    ctl.add_argument("--format", choices=["json", "yaml"], default=None,
+                     help="with 'dump': the format of the dumped configuration "
+                          "(default: json)")
     ctl.add_argument("commands", nargs="*", metavar="COMMAND",
-                     help="one command line, e.g. 'cat kdamonds/nr_kdamonds'")
+                     help="one command line, e.g. 'cat kdamonds/nr_kdamonds', 'dump', "
+                          "'reload', 'metrics'")
     ctl.set_defaults(func=_cmd_ctl)
     return parser
 
@@ -69,7 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from damond import logs
 
-    logs.configure(getattr(args, "log_level", None) or "warning")
+    serving = getattr(args, "func", None) is _cmd_serve
+    logs.configure(getattr(args, "log_level", None) or ("info" if serving else "warning"),
+                   fmt=getattr(args, "log_format", "auto"))
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
