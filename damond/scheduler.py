@@ -196,16 +196,27 @@ class Kdamond:
             log.info("kdamond stopped", kdamond=self.index, reason=self.stop_reason)
 
     async def _loop(self) -> None:
-        ctx, stats = self.ctx, self.stats
+        ctx, stats, ops = self.ctx, self.stats, self.ops
         # deadline k is base + k * interval (multiplying, not summing, keeps float error flat);
         # the schedule restarts from now after a watermark wait or an interval change
         base, k, interval = trio.current_time(), 0, None
-        while not self._work(monitor.need_stop, ctx, self.ops):
+        while True:
+            # CPU and wall time are read twice per sample, not per phase: a thread-CPU clock
+            # read is a system call, and costs ~0.1 ms under emulation
+            span = self._span_start()
+            if monitor.need_stop(ctx, self.ops):
+                self._span_end(span)
+                return
             timers = monitor.begin_iteration(ctx)
-            if await self._wait_activation():
-                interval = None
-                continue
-            self._work(self.ops.prepare_access_checks, ctx)
+            if ctx.schemes and any(s.spec.wmarks.metric != "none" for s in ctx.schemes):
+                self._span_end(span)
+                if await self._wait_activation():
+                    interval = None
+                    continue
+                span = self._span_start()
+            ops = self.ops
+            ops.prepare_access_checks(ctx)
+            self._span_end(span)
             now = trio.current_time()
             if interval != (ctx.attrs.sample_us or 1) / 1e6:
                 interval = (ctx.attrs.sample_us or 1) / 1e6
@@ -219,7 +230,16 @@ class Kdamond:
             await trio.sleep_until(deadline)
             stats.lateness_s.append(trio.current_time() - deadline)
             stats.samples += 1
+            span = self._span_start()
             await self._after_sample(ctx, timers)
+            self._span_end(span)
+
+    def _span_start(self) -> tuple[int, int]:
+        return time.perf_counter_ns(), time.thread_time_ns()
+
+    def _span_end(self, span: tuple[int, int]) -> None:
+        self.stats.busy_ns += time.perf_counter_ns() - span[0]
+        self.stats.cpu_ns += time.thread_time_ns() - span[1]
 
     async def _after_sample(self, ctx: Context, timers) -> None:
         """``monitor.after_sample`` phase by phase, so that the operation set's potentially
@@ -228,11 +248,11 @@ class Kdamond:
         The per-sample access checks run inline: they are a few system calls per region, and a
         hop to a worker thread costs more than that (about 0.1 ms here, 9 ms under emulation).
         """
-        results = self._work(self.ops.check_accesses, ctx)
-        aggregate = self._work(monitor.count_accesses, ctx, timers, results)
-        self._work(self._handle_requests, ctx)
+        results = self.ops.check_accesses(ctx)
+        aggregate = monitor.count_accesses(ctx, timers, results)
+        self._handle_requests(ctx)
         if ctx.schemes:
-            actions = self._work(plan_scheme_actions, ctx, self.ops, ctx.clock_ns() // 1_000_000)
+            actions = plan_scheme_actions(ctx, self.ops, ctx.clock_ns() // 1_000_000)
             if actions is not None:
                 applied: list[int] = []
                 elapsed = 0
@@ -240,19 +260,18 @@ class Kdamond:
                     start_ns = ctx.clock_ns()
                     applied = list(await self._ops_call(self.ops.apply_scheme, ctx, actions))
                     elapsed = ctx.clock_ns() - start_ns
-                self._work(finish_scheme_actions, ctx, actions, applied, elapsed)
-        if self._work(monitor.finish_sample, ctx, timers, aggregate, self._emit):
+                finish_scheme_actions(ctx, actions, applied, elapsed)
+        if monitor.finish_sample(ctx, timers, aggregate, self._emit):
             await self._ops_call(self.ops.update, ctx)
-            self._work(monitor.refresh_sz_limit, ctx)
+            monitor.refresh_sz_limit(ctx)
 
     async def _ops_call(self, fn, *args):
         """Call the operation set: inline when it is quick, in a worker thread when it says it
         may block (so clients and other kdamonds are not held up by, e.g., a pageout)."""
         if not self.ops.info.blocking:
-            return self._work(fn, *args)
-        t0 = time.perf_counter_ns()
+            return fn(*args)
+        # the caller's span counts this wall time; the worker's CPU is added separately
         result, cpu_ns = await trio.to_thread.run_sync(_timed_cpu, fn, *args)
-        self.stats.busy_ns += time.perf_counter_ns() - t0
         self.stats.cpu_ns += cpu_ns
         return result
 

@@ -200,7 +200,7 @@ async def test_commit_rescales_counters(registry, autojump_clock):
     ctx = api.context("sim", targets=[api.target()])
     async with api.session(registry, seed=4) as s:
         kd = await s.start(ctx)
-        await trio.sleep(2.0)
+        await trio.sleep(2.03)  # mid-aggregation: no merge or split between the two requests
         ages = await kd.call(lambda c: c.targets[0].regions.age.copy())
         new = api.context("sim", attrs=AttrsSpec(aggr_us=200_000), targets=[api.target()])
         await kd.commit(new)

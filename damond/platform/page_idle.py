@@ -108,6 +108,9 @@ class PageIdleBitmap:
         for s, e in zip(starts.tolist(), ends.tolist(), strict=True):
             self._write_run(int(words[s]), bits[s:e])
 
+    def fileno(self) -> int:
+        return self._fd
+
     def _mark_idle_small(self, pfns: list[int], max_gap: int) -> None:
         """mark_idle for a few PFNs, in plain Python (see ``SMALL_BATCH``)."""
         words: dict[int, int] = {}
