@@ -10,6 +10,8 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
+from damond.core.events import AggregationEvent, TargetSnapshot
+
 #: The kernel selftest's working-set definition (sysfs_update_schemes_tried_regions_wss_
 #: estimation.py): regions accessed in at least 25% of the samples, for at least 2 aggregations.
 WSS_MIN_ACCESS_RATIO = 0.25
@@ -103,3 +105,93 @@ def _arrays(rows: list[tuple[int, int, int, int]]):
     s, e, n, a = zip(*rows, strict=True)
     return (np.array(s, dtype=np.uint64), np.array(e, dtype=np.uint64),
             np.array(n, dtype=np.int64), np.array(a, dtype=np.int64))
+
+
+def accessed_bytes(start: np.ndarray, end: np.ndarray, nr_accesses: np.ndarray,
+                   min_nr_accesses: int = 1, min_size: int = 1) -> int:
+    """Bytes of one snapshot's regions seen accessed at least ``min_nr_accesses`` times (in
+    samples) whose size is at least ``min_size``: ``damo report wss``'s working set (its
+    ``--acc_thres``/``--sz_thres``, both 1 by default), so damond's wss matches damo's."""
+    s = np.asarray(start, dtype=np.uint64)
+    e = np.asarray(end, dtype=np.uint64)
+    sizes = e - s
+    keep = (np.asarray(nr_accesses) >= min_nr_accesses) & (sizes >= np.uint64(min_size))
+    return int(sizes[keep].sum(dtype=np.uint64))
+
+
+def parse_trace_head(line: str) -> tuple[int, int] | None:
+    """(kdamond index, time in ns) of a line of damond's ``trace`` stream,
+    ``kdamond.K SEC.USEC: damon:damon_aggregated: ...``; None for other lines."""
+    fields = line.split(None, 2)
+    if len(fields) < 3 or not fields[0].startswith("kdamond."):
+        return None
+    try:
+        sec, _, usec = fields[1].rstrip(":").partition(".")
+        return int(fields[0][8:]), int(sec) * 1_000_000_000 + int((usec + "000000")[:6]) * 1000
+    except ValueError:
+        return None
+
+
+class TraceGrouper:
+    """Turns one kdamond's ``damon_aggregated`` trace lines back into AggregationEvents (what
+    ``kdamond.subscribe`` would have delivered), for recording from a running daemon.
+
+    The tracepoint fires once per region, so an aggregation is a run of lines with one time
+    stamp; inside it, each target's snapshot is its ``nr_regions`` consecutive lines. A new
+    aggregation starts when the time stamp changes or a target whose snapshot is complete
+    appears again. An aggregation is known complete only when the next one begins (or at
+    :meth:`finish`): the tracepoint does not say how many targets there are. Lines do not carry
+    the start time: an aggregation starts where the previous one ended, or ``aggr_us`` before
+    its end when it is the first or follows dropped events.
+    """
+
+    def __init__(self, kdamond: int, sample_us: int, aggr_us: int) -> None:
+        self.kdamond = kdamond
+        self.sample_us = sample_us
+        self.aggr_us = aggr_us
+        self._end_ns: int | None = None
+        self._previous_end_ns: int | None = None
+        self._rows: dict[int, list[tuple[int, int, int, int]]] = {}
+        self._expected: dict[int, int] = {}
+
+    def feed(self, line: str) -> AggregationEvent | None:
+        """Take one line (other kdamonds' and non-event lines are ignored); the aggregation
+        this line completed, if any."""
+        head = parse_trace_head(line)
+        if head is None or head[0] != self.kdamond:
+            return None
+        parsed = parse_tracepoint_line(line)
+        if parsed is None:
+            return None
+        target, nr_regions, start, end, nr_accesses, age = parsed
+        done = None
+        rows = self._rows.get(target)
+        if self._end_ns is not None and (
+                head[1] != self._end_ns or (rows is not None
+                                            and len(rows) >= self._expected[target])):
+            done = self.finish()
+        self._end_ns = head[1]
+        if target not in self._rows:
+            self._rows[target] = []
+            self._expected[target] = nr_regions
+        self._rows[target].append((start, end, nr_accesses, age))
+        return done
+
+    def finish(self) -> AggregationEvent | None:
+        """The aggregation in progress, if any target's snapshot in it is complete."""
+        end_ns, rows, expected = self._end_ns, self._rows, self._expected
+        self._end_ns, self._rows, self._expected = None, {}, {}
+        complete = [(t, r) for t, r in sorted(rows.items()) if len(r) == expected[t]]
+        if end_ns is None or not complete:
+            return None
+        aggr_ns = self.aggr_us * 1000
+        start_ns = self._previous_end_ns
+        if start_ns is None or not 0 < end_ns - start_ns <= 1.5 * aggr_ns:
+            start_ns = end_ns - aggr_ns
+        self._previous_end_ns = end_ns
+        targets = []
+        for target, regions in complete:
+            s, e, n, a = _arrays(regions)
+            targets.append(TargetSnapshot(target, s, e, n, a))
+        return AggregationEvent(self.kdamond, 0, start_ns, end_ns, self.sample_us,
+                                self.aggr_us, tuple(targets))

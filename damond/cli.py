@@ -121,6 +121,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="one command line, e.g. 'cat kdamonds/nr_kdamonds', 'dump', "
                           "'reload', 'metrics'")
     ctl.set_defaults(func=_cmd_ctl)
+    from damond import record, report
+
+    record.add_parsers(sub)
+    report.add_parsers(sub)
     return parser
 
 

@@ -12,6 +12,7 @@ from damond.ops.registry import OperationsRegistry
 from damond.plugins.sim_workload import MiB
 from damond.spec import AttrsSpec, WatermarksSpec
 
+
 @pytest.fixture
 def registry():
     return OperationsRegistry(load_entry_points=False)
