@@ -11,7 +11,7 @@ from damond import __version__
 def _cmd_demo(args: argparse.Namespace) -> int:
     from damond.demo import run_demo
 
-    return run_demo(seconds=args.seconds, seed=args.seed)
+    return run_demo(seconds=args.seconds, seed=args.seed, sim=args.sim, output=args.output)
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -66,9 +66,14 @@ def build_parser() -> argparse.ArgumentParser:
         prog="damond", description="DAMON and DAMOS as a user-space daemon")
     parser.add_argument("--version", action="version", version=f"damond {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    demo = sub.add_parser("demo", help="monitor a simulated workload and print what DAMON sees")
+    demo = sub.add_parser("demo", help="record a small workload and print what DAMON saw",
+                          description="Record a program with a hot and a cold mapping, then "
+                                      "print the access, wss and heatmap reports.")
     demo.add_argument("--seconds", type=float, default=10.0)
     demo.add_argument("--seed", type=int, default=1)
+    demo.add_argument("--sim", action="store_true",
+                      help="preview a reclaim scheme on a simulated process instead")
+    demo.add_argument("-o", "--output", help="keep the record here (default: a temp dir)")
     demo.set_defaults(func=_cmd_demo)
     serve = sub.add_parser(
         "serve", help="run the daemon in the foreground with its control socket",
