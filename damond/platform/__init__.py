@@ -53,6 +53,30 @@ from damond.errors import DamonError
 __all__ = ["os_error", "pread_full", "read_u64_at", "u64_runs", "unique_inverse"]
 
 
+class FdOwner:
+    """Owns one open file descriptor (``self._fd``): closed by ``close()``, at the end of a
+    ``with`` block, or when the object is collected, whichever comes first."""
+
+    _fd: int = -1
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        self.close()
+
+
 def os_error(exc: OSError, what: str, *, gone: bool = False) -> DamonError:
     """Turn an ``OSError`` into a ``DamonError`` that names ``what`` failed.
 

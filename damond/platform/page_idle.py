@@ -34,7 +34,7 @@ import sys
 import numpy as np
 
 from damond.errors import DamonError
-from damond.platform import SMALL_BATCH, os_error, pread_full, read_u64_at, runs_of
+from damond.platform import SMALL_BATCH, FdOwner, os_error, pread_full, read_u64_at, runs_of
 
 BITMAP_PATH = "/sys/kernel/mm/page_idle/bitmap"
 _SIX = np.uint64(6)
@@ -62,7 +62,7 @@ def available(path: str = BITMAP_PATH) -> tuple[bool, str]:
     return True, f"{path} readable and writable"
 
 
-class PageIdleBitmap:
+class PageIdleBitmap(FdOwner):
     """An open page_idle bitmap; keep one per daemon and reuse it for every sample."""
 
     def __init__(self, path: str = BITMAP_PATH) -> None:
@@ -107,9 +107,6 @@ class PageIdleBitmap:
             return
         for s, e in zip(starts.tolist(), ends.tolist(), strict=True):
             self._write_run(int(words[s]), bits[s:e])
-
-    def fileno(self) -> int:
-        return self._fd
 
     def _mark_idle_small(self, pfns: list[int], max_gap: int) -> None:
         """mark_idle for a few PFNs, in plain Python (see ``SMALL_BATCH``)."""
@@ -174,21 +171,6 @@ class PageIdleBitmap:
             )
         return os_error(exc, self.path)
 
-    def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
-
-    def __enter__(self) -> PageIdleBitmap:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        fd = getattr(self, "_fd", -1)
-        if fd >= 0:
-            os.close(fd)
 
 
 def _words_and_bits(pfns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

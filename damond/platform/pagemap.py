@@ -27,7 +27,7 @@ import os
 import numpy as np
 
 from damond.errors import DamonError
-from damond.platform import os_error, read_u64_at
+from damond.platform import FdOwner, os_error, read_u64_at
 
 PAGE_SIZE = mmap.PAGESIZE
 PAGE_SHIFT = PAGE_SIZE.bit_length() - 1
@@ -49,7 +49,7 @@ PM_PRESENT = np.uint64(1 << 63)
 DEFAULT_MAX_GAP = 64
 
 
-class Pagemap:
+class Pagemap(FdOwner):
     """An open ``/proc/PID/pagemap`` of one process; reuse it across samples.
 
     Use as a context manager or call :meth:`close`. Reads from several threads at once are fine
@@ -63,9 +63,6 @@ class Pagemap:
             self._fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
         except OSError as exc:
             raise os_error(exc, self.path, gone=True) from None
-
-    def fileno(self) -> int:
-        return self._fd
 
     def read(self, vaddrs: np.ndarray, max_gap: int = DEFAULT_MAX_GAP) -> np.ndarray:
         """Raw entries (uint64) for the pages containing ``vaddrs``, in input order.
@@ -113,21 +110,6 @@ class Pagemap:
         if n == 0:
             raise DamonError("ESRCH", f"{self.path}: the process has exited", self.path)
 
-    def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
-
-    def __enter__(self) -> Pagemap:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        fd = getattr(self, "_fd", -1)
-        if fd >= 0:
-            os.close(fd)
 
 
 def _u64(entries: np.ndarray) -> np.ndarray:
