@@ -26,6 +26,7 @@ addresses are chosen, ``check`` after the sampling interval, both on all regions
 
 from __future__ import annotations
 
+import ctypes
 import os
 import sys
 
@@ -99,6 +100,31 @@ def choose(forced: str | None = None) -> tuple[str, list[str]]:
 LEAN_MAX = 128
 _PFN_MASK = (1 << 55) - 1
 _ORDER = sys.byteorder
+_NOT_TRACKABLE = -2  # a present page page_idle cannot track (the zero page)
+
+
+def zero_page_pfn() -> int:
+    """The PFN of the shared zero page, which maps untouched anonymous memory that was only
+    read. It is not on an LRU list, so page_idle cannot track it (its bit never sets) and the
+    kernel's DAMON never counts it as accessed (``damon_get_folio()`` returns no folio): damond
+    must not read its never-set idle bit as "accessed" either."""
+    global _ZERO_PFN
+    if _ZERO_PFN is None:
+        import mmap
+
+        m = mmap.mmap(-1, mmap.PAGESIZE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        try:
+            _ = m[0]  # a read fault maps the zero page
+            addr = np.array([ctypes.addressof(ctypes.c_char.from_buffer(m))], dtype=np.uint64)
+            with pm.Pagemap("self") as own:
+                entry = own.read(addr)
+            _ZERO_PFN = int(pm.pfn(entry)[0]) if pm.is_present(entry)[0] else -1
+        finally:
+            m.close()
+    return _ZERO_PFN
+
+
+_ZERO_PFN: int | None = None
 
 
 class PageIdleCheck:
@@ -107,11 +133,13 @@ class PageIdleCheck:
     def __init__(self, proc_dir: str, thp_ranges) -> None:
         self.pagemap = pm.Pagemap(proc_dir)
         self.bitmap = PageIdleBitmap()
+        self._zero_pfn = zero_page_pfn()
         self._thp_ranges = thp_ranges  # callable -> sorted (start, end) arrays of THP areas
         self._pfns = np.zeros(0, dtype=np.uint64)
         self._present = np.zeros(0, dtype=bool)
         self._folio_pages = np.zeros(0, dtype=np.uint64)
         self._lean: list[int] | None = None
+        self._untrackable = np.zeros(0, dtype=bool)
 
     def prepare(self, addrs: np.ndarray) -> None:
         self._lean = None
@@ -121,6 +149,8 @@ class PageIdleCheck:
         entries = self.pagemap.read(addrs)
         present = pm.is_present(entries)
         pfns = pm.pfn(entries)
+        untrackable = present & (pfns == np.uint64(max(self._zero_pfn, 0)))
+        present &= ~untrackable
         folio_pages = np.ones(len(addrs), dtype=np.uint64)
         maybe_thp = present & self._in_thp_areas(addrs)
         if maybe_thp.any():
@@ -134,12 +164,14 @@ class PageIdleCheck:
             pfns[idx] -= offset
             folio_pages[idx] = _HPAGE_PAGES
         self._pfns, self._present, self._folio_pages = pfns, present, folio_pages
+        self._untrackable = untrackable
         if present.any():
             self.bitmap.mark_idle(pfns[present])
 
     def _lean_prepare(self, addrs: list[int]) -> list[int]:
         """PFNs (-1 when not present) of the sampled pages, each marked idle."""
         pread, pwrite, fd, bfd = os.pread, os.pwrite, self.pagemap.fileno(), self.bitmap.fileno()
+        zero = self._zero_pfn
         pfns = []
         short = False
         for a in addrs:
@@ -151,6 +183,9 @@ class PageIdleCheck:
             e = int.from_bytes(raw, _ORDER)
             if e >> 63:
                 pfn = e & _PFN_MASK
+                if pfn == zero:
+                    pfns.append(_NOT_TRACKABLE)
+                    continue
                 pfns.append(pfn)
                 pwrite(bfd, (1 << (pfn & 63)).to_bytes(8, _ORDER), (pfn >> 6) << 3)
             else:
@@ -163,7 +198,9 @@ class PageIdleCheck:
         pread, fd, bfd = os.pread, self.pagemap.fileno(), self.bitmap.fileno()
         out = []
         for a, pfn in zip(addrs, pfns, strict=True):
-            if pfn < 0:  # not mapped at prepare: accessed if it was faulted in since
+            if pfn == _NOT_TRACKABLE:
+                out.append(False)
+            elif pfn < 0:  # not mapped at prepare: accessed if it was faulted in since
                 raw = pread(fd, 8, (a >> 12) << 3)
                 out.append(len(raw) == 8 and int.from_bytes(raw, _ORDER) >> 63 == 1)
             else:
@@ -178,9 +215,9 @@ class PageIdleCheck:
         present = self._present
         if present.any():
             accessed[present] = ~self.bitmap.is_idle(self._pfns[present])
-        if (~present).any():
+        if (~present & ~self._untrackable).any():
             # not mapped at prepare: accessed if it was faulted in during the interval
-            missing = np.flatnonzero(~present)
+            missing = np.flatnonzero(~present & ~self._untrackable)
             accessed[missing] = pm.is_present(self.pagemap.read(addrs[missing]))
         return _share_within_folios(addrs, accessed, self._folio_pages)
 
