@@ -226,7 +226,7 @@ class KStat:
                 self.qt_exceeds)
 
 
-@dataclass
+@dataclass(eq=False)  # schemes are told apart by identity, as the kernel's pointers are
 class KScheme:
     action: str
     pattern: KPattern

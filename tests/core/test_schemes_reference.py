@@ -677,3 +677,17 @@ def test_wait_activation_min_over_schemes():
     assert [s.wmark_activated for s in ctx.schemes] == [True, True, True]
     ctx.schemes = []
     assert wait_activation_us(ctx, lambda metric: 600) == 0
+
+
+def test_identical_schemes_are_told_apart_by_identity():
+    """Found by the differential test: the first of two identical schemes still carries charge
+    continuation markers on a target's only (last) region, so the kernel skips it there and
+    clears the markers; only the second scheme acts. (The reference once compared schemes by
+    value and credited the action to the first.)"""
+    targets = [[(0, 1, 0, 0, 0, 0)]]
+    desc = {"action": "willneed", "pattern": (0, 1, 0, 5, 0, 0), "quota": (0, 0, 0, 0, 2, 0),
+            "activated": True, "next_apply_sis": 0, "apply_interval_us": 0}
+    ctx, kctx = make_pair(targets, [{**desc, "charge_target": 0, "charge_addr": 0}, desc],
+                          1, 20)
+    assert damond_pass(ctx, FakeOps(), 100) == kref_pass(kctx, 100) == [(0, 0, 1, 1)]
+    assert ctx.schemes[0].quota.charge_target_from is None
