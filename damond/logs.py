@@ -14,6 +14,7 @@ slow log sink never delays sampling.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -75,7 +76,24 @@ def configure(level: str = "info", *, json: bool | None = None, stream: TextIO |
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(LEVELS.get(level, logging.INFO)),
-        logger_factory=structlog.PrintLoggerFactory(stream or sys.stderr),
+        logger_factory=(structlog.PrintLoggerFactory(stream) if stream is not None
+                        else _current_stderr_logger),
         cache_logger_on_first_use=False,
     )
     return use_json
+
+
+class _CurrentStderr:
+    """Writes each line to whatever ``sys.stderr`` is at that moment (not the object it was at
+    configuration time, which a test harness or a daemonising wrapper may have closed)."""
+
+    def msg(self, message: str) -> None:
+        # stderr closed: a log line is not worth a crash
+        with contextlib.suppress(ValueError, OSError):
+            print(message, file=sys.stderr, flush=True)
+
+    log = debug = info = warn = warning = err = error = critical = exception = fatal = msg
+
+
+def _current_stderr_logger(*_args) -> _CurrentStderr:
+    return _CurrentStderr()
