@@ -41,6 +41,7 @@ from damond.core.events import AggregationEvent
 from damond.ops.registry import OperationsRegistry, default_registry
 from damond.scheduler import Kdamond, Scheduler
 from damond.spec import (
+    UINT_MAX,
     ULONG_MAX,
     AccessPatternSpec,
     AttrsSpec,
@@ -57,8 +58,6 @@ __all__ = [
     "QuotaSpec", "RegionSpec", "SchemeSpec", "Session", "TargetSpec", "WatermarksSpec",
     "context", "run", "scheme", "session", "target",
 ]
-
-UINT_MAX = (1 << 32) - 1
 
 
 def target(pid: int = 0, regions: list[tuple[int, int]] | None = None,

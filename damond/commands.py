@@ -498,6 +498,9 @@ def _features_lines(s: Session, facilities: dict[str, Any] | None, why: str) -> 
         else:
             origin = "built-in" if r.builtin else f"plugin from {r.distribution}"
             lines.append(f"operations {name}: yes ({origin}: {r.info.summary})")
+            if r.info.applies:
+                lines.append(f"operations {name} applies: {', '.join(sorted(r.info.applies))} "
+                             "(other actions are tried and counted, not applied)")
             lines.extend(f"operations {name} note: {note}" for note in r.info.notes)
     lines.extend(_access_check_lines())
     if facilities is None:

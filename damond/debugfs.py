@@ -150,7 +150,7 @@ class DebugfsDamon:
         if dbgfs_keyword_match(data, "paddr\n"):
             is_pid = False
             # dbgfs.c overwrites the input with "42    " (scnprintf bounded by the length)
-            text = ("42    ")[:max(len(data) - 1, 0)]
+            text = f"{PADDR_TARGET_ID}    "[:max(len(data) - 1, 0)]
         ids = str_to_ints(text)
         if is_pid:
             for pid in ids:

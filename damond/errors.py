@@ -32,10 +32,3 @@ class DamonError(Exception):
     def __reduce__(self):  # keep pickling (thread/process hops) lossless
         return (DamonError, (self.errno_name, self.why, self.what))
 
-
-def einval(why: str) -> DamonError:
-    return DamonError("EINVAL", why)
-
-
-def ebusy(why: str) -> DamonError:
-    return DamonError("EBUSY", why)

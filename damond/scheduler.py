@@ -435,12 +435,3 @@ class Scheduler:
         for kd in list(self.running):
             await kd.stop()
 
-
-def lateness_summary(kds: list[Kdamond]) -> dict[str, float]:
-    """p50/p99/max sampling lateness in milliseconds over the given kdamonds."""
-    values = [v for kd in kds for v in kd.stats.lateness_s]
-    if not values:
-        return {"p50_ms": 0.0, "p99_ms": 0.0, "max_ms": 0.0}
-    arr = np.array(values) * 1e3
-    return {"p50_ms": float(np.percentile(arr, 50)), "p99_ms": float(np.percentile(arr, 99)),
-            "max_ms": float(arr.max())}

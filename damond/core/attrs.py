@@ -40,8 +40,3 @@ def max_nr_accesses(attrs: AttrsSpec) -> int:
     """
     return max(1, min(attrs.aggr_us // sample_interval(attrs), UINT_MAX))
 
-
-def aggr_samples(attrs: AttrsSpec) -> int:
-    """Samples per aggregation with the v6.7+ sample-count timer: ``floor(aggr / sample)``
-    (0 when the aggregation interval is 0: then every sample aggregates)."""
-    return attrs.aggr_us // sample_interval(attrs)

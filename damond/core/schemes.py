@@ -60,20 +60,15 @@ def wait_activation_us(ctx: Context, read_metric) -> int:
 # access pattern
 
 
-def pattern_mask(scheme: Scheme, regions: Regions, *, any_age_from_zero: bool = False
-                 ) -> np.ndarray:
+def pattern_mask(scheme: Scheme, regions: Regions) -> np.ndarray:
     """``__damos_valid_target()`` for all regions at once (closed ranges; v6.7+ compares
-    ``nr_accesses_bp / 10000``). With ``any_age_from_zero`` a region also passes the age test
-    when age 0 would: an earlier scheme of the same pass may reset its age to 0."""
+    ``nr_accesses_bp / 10000``)."""
     p = scheme.spec.pattern
     sz = regions.sizes()
     nr = regions.nr_accesses_bp // 10000
-    mask = ((sz >= np.uint64(p.min_sz)) & (sz <= np.uint64(p.max_sz))
-            & (nr >= p.min_nr_accesses) & (nr <= p.max_nr_accesses))
-    age_ok = (regions.age >= p.min_age) & (regions.age <= p.max_age)
-    if any_age_from_zero and p.min_age == 0:
-        return mask
-    return mask & age_ok
+    return ((sz >= np.uint64(p.min_sz)) & (sz <= np.uint64(p.max_sz))
+            & (nr >= p.min_nr_accesses) & (nr <= p.max_nr_accesses)
+            & (regions.age >= p.min_age) & (regions.age <= p.max_age))
 
 
 def _pattern_ok(scheme: Scheme, sz: int, bp: int, age: int) -> bool:
@@ -126,7 +121,8 @@ class _TargetWalk:
         self.en[i] = cut
         for arr in (self.nr, self.bp, self.last, self.age):
             arr.insert(i + 1, arr[i])
-        self.age_reset = {p + 1 if p > i else p for p in self.age_reset}
+        # only the region being walked (at i) can have had its age reset; a skip-split moves
+        # the walk to its right piece, which carries that reset age
         if i in self.age_reset:
             self.age_reset.add(i + 1)
         self.modified = True
@@ -200,12 +196,17 @@ def _sub_regions(walk: _TargetWalk, positions: list[int]) -> Regions:
 
 
 def _candidates(target: Target, due: list[tuple[int, Scheme]], full_walk: bool) -> list[int]:
+    """The regions the walk must visit: every region while charge-continuation markers are
+    set (skipping and splitting depend on position, not on the pattern), else the regions
+    matching some due scheme's pattern at the start of the pass. That is enough: the first
+    scheme to act on a region saw it unchanged, so it matched then, and only acting changes a
+    region (age reset, quota-edge split) for the later schemes."""
     n = len(target.regions)
     if full_walk:
         return list(range(n))
     mask = np.zeros(n, dtype=bool)
     for _, s in due:
-        mask |= pattern_mask(s, target.regions, any_age_from_zero=True)
+        mask |= pattern_mask(s, target.regions)
     return np.flatnonzero(mask).tolist()
 
 

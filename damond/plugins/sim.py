@@ -220,7 +220,6 @@ def damon_ops_info():
         name=NAME,
         summary="simulated address spaces driven by declarative workloads (any machine)",
         applies=frozenset({"willneed", "cold", "pageout", "hugepage", "nohugepage"}),
-        needs_pid=False,
         notes=("pid_target is ignored; a target's workload comes from its ops_args "
                "(the default is a hot, a warm and a cold range)",))
 

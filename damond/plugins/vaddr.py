@@ -296,7 +296,7 @@ def status(ctx) -> dict:
 def info(name: str, summary: str) -> OpsInfo:
     return OpsInfo(
         name=name, summary=summary,
-        applies=frozenset({"willneed", "cold", "pageout", "hugepage"}), needs_pid=True,
+        applies=frozenset({"willneed", "cold", "pageout", "hugepage"}),
         blocking=True,
         notes=("hugepage is applied as MADV_COLLAPSE (Linux 6.1+)",
                "nohugepage is accepted and counted but cannot be applied to another process",))
