@@ -1,6 +1,6 @@
 """How much a sample costs the core, for 10, 100 and 1000 regions on the ``sim`` set.
 
-Runs the kdamond iteration (``damond.core.monitor``) directly, without sleeping, on a virtual
+Runs the kdamond iteration (``damond.core.kdamond``) directly, without sleeping, on a virtual
 clock, with a pageout scheme under a size quota so that merge, split and the DAMOS pass all
 run. The number of regions is pinned by setting ``min_nr_regions == max_nr_regions`` (the size
 limit then keeps about that many). Time spent inside the operation set's callbacks is measured
@@ -17,11 +17,11 @@ import argparse
 import time
 
 from damond import api
-from damond.core import monitor
+from damond.core import kdamond as loop
+from damond.core.spec import AttrsSpec
 from damond.ops.registry import OperationsRegistry
 from damond.plugins.sim_workload import MiB
 from damond.scheduler import Scheduler
-from damond.spec import AttrsSpec
 
 
 class TimedOps:
@@ -59,7 +59,7 @@ def measure(nr_regions: int, samples: int, seed: int = 1) -> tuple[float, float]
     ops = TimedOps(registry.handle("sim"))
     now = [0]
     ctx.clock_ns = lambda: now[0]
-    monitor.start(ctx, ops)
+    loop.start(ctx, ops)
     interval_ns = ctx.attrs.sample_us * 1000
 
     def no_requests(_ctx):
@@ -69,10 +69,10 @@ def measure(nr_regions: int, samples: int, seed: int = 1) -> tuple[float, float]
     ops.ns = 0
     for _ in range(samples):
         t0 = time.thread_time_ns()
-        timers = monitor.begin_iteration(ctx)
+        timers = loop.begin_iteration(ctx)
         ops.prepare_access_checks(ctx)
         now[0] += interval_ns
-        monitor.after_sample(ctx, ops, timers, no_requests, no_requests)
+        loop.after_sample(ctx, ops, timers, no_requests, no_requests)
         total_ns += time.thread_time_ns() - t0
     per_sample_total = total_ns / samples / 1000
     per_sample_ops = ops.ns / samples / 1000

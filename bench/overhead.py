@@ -23,8 +23,8 @@ import time
 import trio
 
 from damond import api
-from damond.plugins import access_check
-from damond.spec import AttrsSpec
+from damond.core.spec import AttrsSpec
+from damond.ops import access_check
 
 MiB = 1 << 20
 
@@ -36,7 +36,7 @@ def parse_size(text: str) -> int:
 
 def measure(size: int, seconds: float, backend: str) -> dict:
     hot = min(64 * MiB, size // 4)
-    proc = subprocess.Popen([sys.executable, "-m", "damond.workload", "hotcold",
+    proc = subprocess.Popen([sys.executable, "-m", "damond.tools.workload", "hotcold",
                              "--hot", str(hot), "--cold", str(size - hot)],
                             stdout=subprocess.PIPE, text=True)
     json.loads(proc.stdout.readline())

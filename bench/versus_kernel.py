@@ -34,8 +34,9 @@ import time
 
 import trio
 
-from damond import analysis, api
-from damond.spec import AttrsSpec
+from damond import api
+from damond.core.spec import AttrsSpec
+from damond.tools.report import analysis
 
 SYSFS = "/sys/kernel/mm/damon/admin/kdamonds"
 TRACEFS = "/sys/kernel/tracing"
@@ -43,7 +44,7 @@ MiB = 1 << 20
 
 
 def start_workload(*args: str) -> tuple[subprocess.Popen, dict]:
-    proc = subprocess.Popen([sys.executable, "-m", "damond.workload", *args],
+    proc = subprocess.Popen([sys.executable, "-m", "damond.tools.workload", *args],
                             stdout=subprocess.PIPE, text=True)
     info = json.loads(proc.stdout.readline())
     time.sleep(0.5)  # like damo: let the mappings settle before monitoring starts

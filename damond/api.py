@@ -26,7 +26,7 @@ or synchronously: ``events = api.run(ctx, seconds=5)``.
 Names map to the kernel's: ``session().start()`` is ``damon_start()`` (non-exclusive unless
 asked), ``Kdamond.stop()`` is ``damon_stop()``, ``Kdamond.commit()`` is ``damon_commit_ctx()``,
 ``Kdamond.call()`` is ``damon_call()``, ``Kdamond.subscribe()`` is the ``after_aggregation``
-callback / ``damon_aggregated`` tracepoint. Specs (``damond.spec``) carry the parameters.
+callback / ``damon_aggregated`` tracepoint. Specs (``damond.core.spec``) carry the parameters.
 """
 
 from __future__ import annotations
@@ -38,9 +38,7 @@ from typing import Any
 import trio
 
 from damond.core.events import AggregationEvent
-from damond.ops.registry import OperationsRegistry, default_registry
-from damond.scheduler import Kdamond, Scheduler
-from damond.spec import (
+from damond.core.spec import (
     UINT_MAX,
     ULONG_MAX,
     AccessPatternSpec,
@@ -52,6 +50,8 @@ from damond.spec import (
     TargetSpec,
     WatermarksSpec,
 )
+from damond.ops.registry import OperationsRegistry, default_registry
+from damond.scheduler import Kdamond, Scheduler
 
 __all__ = [
     "AccessPatternSpec", "AggregationEvent", "AttrsSpec", "ContextSpec", "Kdamond",

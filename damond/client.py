@@ -20,7 +20,7 @@ import threading
 from collections.abc import Iterable
 from typing import BinaryIO, TextIO
 
-from damond.commands import NOTE_PREFIX, OK, unescape_data_line
+from damond.control.commands import NOTE_PREFIX, OK, unescape_data_line
 from damond.control_socket import ROOT_SOCKET_PATH, default_socket_path
 
 SOCKET_ENV = "DAMOND_SOCKET"

@@ -1,8 +1,8 @@
 """The control socket: a unix stream server speaking the line protocol (protocol.md).
 
 Each client is one trio task that turns bytes into logical requests, has its
-:class:`~damond.commands.Session` answer them in order, and streams ``trace`` output. The
-meaning of a request is decided in ``damond.commands``; this module moves bytes, decides who
+:class:`~damond.control.commands.Session` answer them in order, and streams ``trace`` output. The
+meaning of a request is decided in ``damond.control.commands``; this module moves bytes, decides who
 may write (``SO_PEERCRED``) and keeps clients from hurting the kdamonds or each other:
 
 * kdamonds share the one trio thread with the clients, so a sample is late by whatever
@@ -38,7 +38,7 @@ import numpy as np
 import structlog
 import trio
 
-from damond.commands import (
+from damond.control.commands import (
     CONTINUATION_PROMPT,
     NOTE_PREFIX,
     OK,
@@ -47,13 +47,13 @@ from damond.commands import (
     Session,
     error_status,
 )
+from damond.control.syntax import MAX_REQUEST_BYTES, LineAssembler
 from damond.core.events import AggregationEvent, format_tracepoint_lines
 from damond.errors import DamonError
-from damond.shell_syntax import MAX_REQUEST_BYTES, LineAssembler
 
 if TYPE_CHECKING:
-    from damond.daemon import Daemon
     from damond.scheduler import Kdamond, Scheduler
+    from damond.service.daemon import Daemon
 
 log = structlog.get_logger("damond.control")
 

@@ -1,7 +1,7 @@
 """kdamonds as trio tasks: start, stop, online commit and stats refresh between two samples.
 
 Each running kdamond is one trio task with its own cancel scope, running the monitoring loop of
-one context (``damond.core.monitor``) on absolute deadlines: sample *k* is due at
+one context (``damond.core.kdamond``) on absolute deadlines: sample *k* is due at
 ``t0 + k * sample_us``, so the aggregation and update timers (counted in samples, as in Linux
 v6.7+) keep real time even though each sample's work takes some. Time comes from trio's clock,
 so tests run whole monitoring sessions instantly on ``trio.testing.MockClock``.
@@ -28,7 +28,7 @@ import numpy as np
 import structlog
 import trio
 
-from damond.core import monitor
+from damond.core import kdamond as loop
 from damond.core.build import build_context, commit_context
 from damond.core.context import Context
 from damond.core.events import AggregationEvent, TargetSnapshot
@@ -37,9 +37,9 @@ from damond.core.schemes import (
     plan_scheme_actions,
     wait_activation_us,
 )
+from damond.core.spec import ContextSpec
 from damond.errors import DamonError
 from damond.ops.registry import OperationsRegistry
-from damond.spec import ContextSpec
 
 log = structlog.get_logger("damond.scheduler")
 
@@ -131,7 +131,7 @@ class Kdamond:
                 self.ops.cleanup(ctx)
                 self.ops = new_ops
                 self.ops.init(ctx)
-                monitor.refresh_sz_limit(ctx)
+                loop.refresh_sz_limit(ctx)
 
         await self.call(apply)
 
@@ -163,7 +163,7 @@ class Kdamond:
         self._mono_offset_ns = time.monotonic_ns() - self._clock_ns()
         try:
             with self._cancel_scope:
-                self._work(monitor.start, ctx, ops)
+                self._work(loop.start, ctx, ops)
                 self.running = True
                 self.pid = os.getpid()
                 self._last_aggregation_ns = self._clock_ns()
@@ -185,7 +185,7 @@ class Kdamond:
             self.pid = -1
             with trio.CancelScope(shield=True):
                 try:
-                    monitor.stop(ctx, self.ops)
+                    loop.stop(ctx, self.ops)
                 finally:
                     for req in self._requests:
                         req.error = DamonError("ECANCELED", f"{self.name} stopped")
@@ -204,10 +204,10 @@ class Kdamond:
             # CPU and wall time are read twice per sample, not per phase: a thread-CPU clock
             # read is a system call, and costs ~0.1 ms under emulation
             span = self._span_start()
-            if monitor.need_stop(ctx, self.ops):
+            if loop.need_stop(ctx, self.ops):
                 self._span_end(span)
                 return
-            timers = monitor.begin_iteration(ctx)
+            timers = loop.begin_iteration(ctx)
             if ctx.schemes and any(s.spec.wmarks.metric != "none" for s in ctx.schemes):
                 self._span_end(span)
                 if await self._wait_activation():
@@ -242,14 +242,14 @@ class Kdamond:
         self.stats.cpu_ns += time.thread_time_ns() - span[1]
 
     async def _after_sample(self, ctx: Context, timers) -> None:
-        """``monitor.after_sample`` phase by phase, so that the operation set's potentially
+        """``loop.after_sample`` phase by phase, so that the operation set's potentially
         long callbacks (applying actions, updating regions) can run in a worker thread.
 
         The per-sample access checks run inline: they are a few system calls per region, and a
         hop to a worker thread costs more than that (about 0.1 ms here, 9 ms under emulation).
         """
         results = self.ops.check_accesses(ctx)
-        aggregate = monitor.count_accesses(ctx, timers, results)
+        aggregate = loop.count_accesses(ctx, timers, results)
         self._handle_requests(ctx)
         if ctx.schemes:
             actions = plan_scheme_actions(ctx, self.ops, ctx.clock_ns() // 1_000_000)
@@ -261,9 +261,9 @@ class Kdamond:
                     applied = list(await self._ops_call(self.ops.apply_scheme, ctx, actions))
                     elapsed = ctx.clock_ns() - start_ns
                 finish_scheme_actions(ctx, actions, applied, elapsed)
-        if monitor.finish_sample(ctx, timers, aggregate, self._emit):
+        if loop.finish_sample(ctx, timers, aggregate, self._emit):
             await self._ops_call(self.ops.update, ctx)
-            monitor.refresh_sz_limit(ctx)
+            loop.refresh_sz_limit(ctx)
 
     async def _ops_call(self, fn, *args):
         """Call the operation set: inline when it is quick, in a worker thread when it says it
@@ -289,7 +289,7 @@ class Kdamond:
             with trio.move_on_after(wait_us / 1e6):
                 await self._wakeup.wait()
             self._work(self._handle_requests, self.ctx)
-            if self._work(monitor.need_stop, self.ctx, self.ops):
+            if self._work(loop.need_stop, self.ctx, self.ops):
                 return True
 
     def _read_metric(self, metric: str) -> int | None:

@@ -10,7 +10,7 @@ import numpy as np
 
 from damond.core.attrs import max_nr_accesses
 from damond.core.regions import Regions
-from damond.spec import AttrsSpec
+from damond.core.spec import AttrsSpec
 
 _UINT_MASK = 0xFFFF_FFFF
 

@@ -1,14 +1,14 @@
 """Monitoring attributes: validation and the arithmetic derived from them.
 
-The attributes themselves are ``damond.spec.AttrsSpec`` (the user's values); a running context
+The attributes themselves are ``damond.core.spec.AttrsSpec`` (the user's values); a running context
 keeps its own copy. Rules follow ``damon_set_attrs()`` of Linux v6.16 minus the v6.15 intervals
 auto-tuning goal, which damond's 5.18/5.19 interface does not expose.
 """
 
 from __future__ import annotations
 
+from damond.core.spec import UINT_MAX, AttrsSpec
 from damond.errors import DamonError
-from damond.spec import UINT_MAX, AttrsSpec
 
 
 def validate_attrs(attrs: AttrsSpec) -> None:

@@ -17,8 +17,8 @@ from damond.core.access import update_monitoring_results
 from damond.core.attrs import sample_interval, validate_attrs
 from damond.core.context import Context, Scheme, Target
 from damond.core.regions import PAGE_SIZE, Regions, check_sorted_ranges, set_regions
+from damond.core.spec import ACTIONS, WMARK_METRICS, ContextSpec, SchemeSpec, clone
 from damond.errors import DamonError
-from damond.spec import ACTIONS, WMARK_METRICS, ContextSpec, SchemeSpec, clone
 
 #: Called with the built context before it is accepted; raises DamonError to refuse.
 ContextValidator = Callable[[Context], None]

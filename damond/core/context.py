@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from damond.core.regions import PAGE_SIZE, Regions
-from damond.spec import AttrsSpec, SchemeSpec
+from damond.core.spec import AttrsSpec, SchemeSpec
 
 
 @dataclass

@@ -12,7 +12,7 @@ import numpy as np
 from damond.core.context import Scheme
 from damond.core.regions import PAGE_SIZE
 from damond.core.scores import MAX_SCORE
-from damond.spec import ULONG_MAX
+from damond.core.spec import ULONG_MAX
 
 #: Throughput assumed for a time quota before any apply was measured: ``PAGE_SIZE * 1024``
 #: bytes per millisecond (4 MiB/ms with 4 KiB pages).

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from damond.core.context import Context, Scheme, Target
-from damond.core.ops_interface import OpsHandle, SchemeAction
+from damond.core.operations import OpsHandle, SchemeAction
 from damond.core.quota import min_score_for, open_window_if_due
 from damond.core.regions import Regions, align_down
 

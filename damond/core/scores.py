@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from damond.core.attrs import max_nr_accesses
-from damond.spec import AttrsSpec
+from damond.core.spec import AttrsSpec
 
 #: DAMOS_MAX_SCORE: scores range over 0..99.
 MAX_SCORE = 99

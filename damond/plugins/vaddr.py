@@ -30,12 +30,12 @@ from damond.core.regions import (
 )
 from damond.core.scores import MAX_SCORE, cold_scores
 from damond.errors import DamonError
+from damond.ops import access_check
 from damond.ops.hookspecs import hookimpl
 from damond.ops.info import OpsInfo
 from damond.platform import madvise
 from damond.platform.maps import parse_maps
 from damond.platform.refs import read_smaps
-from damond.plugins import access_check
 
 log = structlog.get_logger("damond.vaddr")
 

@@ -16,11 +16,11 @@ import trio
 import trio.testing
 from hypothesis import HealthCheck, assume, given, settings
 
-from damond.commands import Session
+from damond.control.commands import Session
+from damond.control.syntax import Incomplete, parse
 from damond.control_socket import ControlServer, RequestReader
-from damond.daemon import Daemon
 from damond.errors import DamonError
-from damond.shell_syntax import Incomplete, parse
+from damond.service.daemon import Daemon
 from tests.control.conftest import transcript
 
 STATUS = re.compile(r"^(OK|ERR [A-Z0-9]+ [^\n]*: [^\n]*)$")

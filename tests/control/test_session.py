@@ -9,7 +9,7 @@ import pytest
 import trio
 import trio.testing
 
-from damond.commands import (
+from damond.control.commands import (
     Reply,
     Session,
     content_lines,
@@ -18,8 +18,8 @@ from damond.commands import (
     unescape_data_line,
 )
 from damond.control_socket import ControlServer, RequestReader, TraceFeed
-from damond.daemon import Daemon
 from damond.errors import DamonError
+from damond.service.daemon import Daemon
 
 
 @pytest.fixture
@@ -264,7 +264,7 @@ async def test_trace_stream_on_memory_stream(daemon, autojump_clock):
 def test_lateness_window_maps_sample_numbers():
     from collections import deque
 
-    from damond.commands import lateness_window
+    from damond.control.commands import lateness_window
 
     kept = deque([0.001 * i for i in range(6, 11)], maxlen=5)  # samples 6..10 are kept
     values, first, last = lateness_window(kept, 10, 7, 9)

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from damond.core.context import Context, Scheme, Target
-from damond.core.ops_interface import SchemeAction
+from damond.core.operations import SchemeAction
 from damond.core.regions import Regions
 from damond.core.schemes import (
     apply_schemes,
@@ -29,7 +29,7 @@ from damond.core.schemes import (
     wmark_wait_us,
 )
 from damond.core.scores import cold_scores
-from damond.spec import (
+from damond.core.spec import (
     ACTIONS,
     AccessPatternSpec,
     AttrsSpec,

@@ -29,8 +29,8 @@ from damond.core.regions import (
     three_regions,
 )
 from damond.core.scores import cold_scores, hot_scores
+from damond.core.spec import AttrsSpec
 from damond.errors import DamonError
-from damond.spec import AttrsSpec
 
 
 def test_split_at_copies_counters():  # damon_test_split_at

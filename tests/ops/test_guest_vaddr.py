@@ -10,9 +10,10 @@ from __future__ import annotations
 import pytest
 import trio
 
-from damond import analysis, api
-from damond.plugins import access_check
-from damond.spec import AttrsSpec
+from damond import api
+from damond.core.spec import AttrsSpec
+from damond.ops import access_check
+from damond.tools.report import analysis
 from tests.ops.workloads import workload
 
 pytestmark = pytest.mark.guest

@@ -12,10 +12,10 @@ import time
 
 import pytest
 
-from damond import analysis
 from damond.errors import DamonError
 from damond.platform import page_idle
 from damond.platform.zram import zram_swap
+from damond.tools.report import analysis
 from tests.control.conftest import Conn, damond, sockdir, start_damond  # noqa: F401 - fixtures
 from tests.ops.workloads import resident_pages, workload
 

@@ -1,4 +1,4 @@
-"""Start ``damond.workload`` processes for tests and stop them afterwards."""
+"""Start ``damond.tools.workload`` processes for tests and stop them afterwards."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import time
 
 @contextlib.contextmanager
 def workload(*args: str):
-    """Yield (process, info) for ``python -m damond.workload ARGS``; killed on exit."""
-    proc = subprocess.Popen([sys.executable, "-m", "damond.workload", *args],
+    """Yield (process, info) for ``python -m damond.tools.workload ARGS``; killed on exit."""
+    proc = subprocess.Popen([sys.executable, "-m", "damond.tools.workload", *args],
                             stdout=subprocess.PIPE, text=True)
     try:
         line = proc.stdout.readline()

@@ -10,7 +10,7 @@ import urllib.request
 
 import pytest
 
-from damond.systemd import ListenedSocket, listen_fds, pick_socket
+from damond.service.systemd import ListenedSocket, listen_fds, pick_socket
 from tests.control.conftest import Conn
 from tests.service.conftest import base_env
 

@@ -8,9 +8,9 @@ import time
 
 import pytest
 
-from damond.commands import Session
-from damond.config import parse_config
-from damond.daemon import Daemon
+from damond.control.commands import Session
+from damond.service.config import parse_config
+from damond.service.daemon import Daemon
 from tests.service.conftest import (
     PAGEOUT_COLD,
     base_env,
@@ -227,8 +227,8 @@ def test_format_from_extension_or_content(tmp_path):
     text_json = '{"kdamonds": []}'
     assert parse_config(text_json).specs == []
     assert parse_config("kdamonds: []\n").specs == []
-    from damond.config import read_config
     from damond.errors import DamonError
+    from damond.service.config import read_config
 
     p = tmp_path / "conf.json"
     p.write_text("kdamonds: []\n")  # YAML in a .json file: the extension decides

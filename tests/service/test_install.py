@@ -10,8 +10,8 @@ import subprocess
 
 import pytest
 
-from damond.config import check_config, parse_config
-from damond.daemon import Daemon
+from damond.service.config import check_config, parse_config
+from damond.service.daemon import Daemon
 from tests.control.conftest import DAMOND
 
 CONTRIB = os.path.join(os.path.dirname(__file__), "..", "..", "contrib", "systemd")

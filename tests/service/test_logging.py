@@ -10,7 +10,7 @@ import re
 import signal
 import tempfile
 
-from damond import logs
+from damond.service import logs
 from tests.service.conftest import base_env, sim_kdamond, write_config
 
 _PRIORITY = re.compile(r"^<([0-7])>(\{.*\})$")

@@ -12,8 +12,8 @@ import tempfile
 
 import pytest
 
-from damond.config import parse_config
-from damond.damo_kdamonds import load_kdamonds
+from damond.formats.damo.kdamonds import load_kdamonds
+from damond.service.config import parse_config
 from tests.control.conftest import DAMOND, child_pids  # noqa: F401 - fixture
 from tests.service.conftest import base_env, sim_kdamond, write_config
 

@@ -1,4 +1,4 @@
-"""damond.systemd in-process: message format, addresses, the watchdog interval."""
+"""damond.service.systemd in-process: message format, addresses, the watchdog interval."""
 
 from __future__ import annotations
 
@@ -8,7 +8,13 @@ import time
 
 import trio
 
-from damond.systemd import Notifier, format_message, monotonic_usec, watchdog, watchdog_interval
+from damond.service.systemd import (
+    Notifier,
+    format_message,
+    monotonic_usec,
+    watchdog,
+    watchdog_interval,
+)
 
 
 def test_message_format_keeps_every_value_on_one_line():

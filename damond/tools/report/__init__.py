@@ -1,0 +1,224 @@
+"""``damond report heatmap|wss|access``: damo-like reports of recorded or live monitoring.
+
+Input is a damo record file (``--input``, default ``damon.data``: damond's or damo's) or, with
+``--socket``/``--kdamond``, a kdamond of a running daemon recorded in memory for ``--seconds``
+first. Each report lives in its own module (``heatmap``, ``wss``, ``access``); this one only
+parses options and dispatches.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from damond.formats.damo.kdamonds import DamoTextError, text_to_bytes, text_to_ns
+from damond.tools.report.source import ReportError, group_series, load_snapshots, select
+
+PROG = "damond report"
+DEFAULT_INPUT = "damon.data"
+DEFAULT_LIVE_S = 5.0
+
+
+def _address(text: str) -> int:
+    try:
+        return int(text, 0)
+    except ValueError:
+        pass
+    try:
+        return int(text_to_bytes(text))
+    except (DamoTextError, ValueError, OverflowError):
+        raise argparse.ArgumentTypeError(f"not an address: {text!r}") from None
+
+
+def _time_ns(text: str) -> int:
+    try:
+        return int(text_to_ns(text))
+    except (DamoTextError, ValueError, OverflowError):
+        raise argparse.ArgumentTypeError(f"not a time (e.g. 1.5s, 200ms): {text!r}") from None
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, not {text!r}")
+    return value
+
+
+def _source_options() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(add_help=False)
+    g = p.add_argument_group("input")
+    g.add_argument("-i", "--input", default=DEFAULT_INPUT, metavar="FILE",
+                   help=f"damo record file (default {DEFAULT_INPUT})")
+    g.add_argument("--socket", metavar="PATH",
+                   help="report live from a running daemon instead (its control socket)")
+    g.add_argument("--kdamond", type=int, metavar="N",
+                   help="kdamond to report (default: the first in the file; 0 live)")
+    g.add_argument("--seconds", type=float, default=DEFAULT_LIVE_S, metavar="S",
+                   help=f"live: record this long first (default {DEFAULT_LIVE_S:g})")
+    g.add_argument("--target", type=int, metavar="T", help="target index (default: the "
+                   "first for heatmap, all for wss and access)")
+    return p
+
+
+def _heatmap_parser(sub, parent) -> None:
+    from damond.tools.report.heatmap import DRAW_RANGES
+    from damond.tools.report.heatmap_text import STYLES
+
+    p = sub.add_parser(
+        "heatmap", parents=[parent], help="access frequency over time and address",
+        description="Time (rows) x address (columns) map of access rates. Only monitored "
+                    "addresses are drawn: by default the monitored range with the most "
+                    "accesses; --draw-range all puts every range side by side with the gaps "
+                    "between them cut out.")
+    p.add_argument("--output", default="stdout", metavar="stdout|raw|FILE",
+                   help="stdout (text map, default), raw (time address value lines, like "
+                        "damo), or an image FILE.png (.svg, .pdf, .jpg)")
+    p.add_argument("--resol", type=_positive_int, nargs=2, metavar=("ROWS", "COLS"),
+                   help="rows (time) and columns (address); default 40 80 for text, "
+                        "500 500 for images")
+    p.add_argument("--draw-range", choices=DRAW_RANGES, default="hottest",
+                   help="hottest (default): the monitored range with the most accesses; all: "
+                        "every monitored range")
+    p.add_argument("--address-range", type=_address, nargs=2, metavar=("START", "END"),
+                   help="zoom into these addresses (0x... or sizes like 4K)")
+    p.add_argument("--time-range", type=_time_ns, nargs=2, metavar=("START", "END"),
+                   help="zoom into this time, from the recording's start (1s, 500ms; a bare "
+                        "number is ns, as in damo)")
+    p.add_argument("--style", choices=sorted(STYLES), default="digits",
+                   help="characters of the text map")
+    p.set_defaults(report=_heatmap)
+
+
+def _wss_parser(sub, parent) -> None:
+    p = sub.add_parser(
+        "wss", parents=[parent], help="working set size percentiles",
+        description="Working set size distribution like damo report wss: per snapshot, the "
+                    "bytes of regions accessed at least --acc-thres times.")
+    p.add_argument("-r", "--range", type=int, nargs=3, default=[0, 101, 25],
+                   metavar=("START", "STOP", "STEP"),
+                   help="percentiles to print (default 0 101 25)")
+    p.add_argument("--exclude-samples", type=int, default=20, metavar="N",
+                   help="skip the first N snapshots (default 20, like damo)")
+    p.add_argument("-t", "--acc-thres", type=int, default=1, metavar="N",
+                   help="samples a region needs to count (default 1)")
+    p.add_argument("--sz-thres", type=int, default=1, metavar="BYTES",
+                   help="smallest region that counts (default 1)")
+    p.add_argument("-s", "--sortby", choices=["size", "time"], default="size",
+                   help="percentiles of sizes (default) or points in time")
+    p.add_argument("--per-target", action="store_true", help="one distribution per target")
+    p.add_argument("--all-wss", action="store_true", help="every snapshot's size instead")
+    p.add_argument("--raw-number", action="store_true", help="plain byte counts")
+    p.set_defaults(report=_wss)
+
+
+def _access_parser(sub, parent) -> None:
+    p = sub.add_parser(
+        "access", parents=[parent], help="one snapshot's regions as a table",
+        description="The regions of one snapshot: address range, size, access rate, age.")
+    p.add_argument("--snapshot", type=int, default=-1, metavar="N",
+                   help="snapshot index (0 the first, -1 the latest; default -1)")
+    p.set_defaults(report=_access)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="report_type", metavar="REPORT", required=True)
+    parent = _source_options()
+    _heatmap_parser(sub, parent)
+    _wss_parser(sub, parent)
+    _access_parser(sub, parent)
+
+
+DESCRIPTION = ("Reports of DAMON monitoring results (damo-like): heatmap, wss, access; from "
+               "a damo record file or live from a running damond's kdamond.")
+
+
+def add_parsers(subparsers) -> argparse.ArgumentParser:
+    """Add ``report`` to the ``damond`` command's subparsers."""
+    p = subparsers.add_parser("report", help="heatmap, working set size, snapshot table",
+                              description=DESCRIPTION)
+    add_arguments(p)
+    p.set_defaults(func=run)
+    return p
+
+
+def _series(args: argparse.Namespace, all_targets: bool):
+    series = group_series(load_snapshots(args))
+    if not series:
+        raise ReportError(f"no snapshots in {args.input if args.socket is None else 'the trace'}")
+    chosen = select(series, args.kdamond, args.target)
+    return chosen if all_targets else chosen[:1]
+
+
+def _heatmap(args: argparse.Namespace) -> str:
+    from damond.tools.report import heatmap
+
+    (series,) = _series(args, all_targets=False)
+    image = args.output not in ("stdout", "raw")
+    rows, cols = args.resol or ((500, 500) if image else (40, 80))
+    hm = heatmap.build(series.snapshots, rows, cols, draw_range=args.draw_range,
+                       address_range=tuple(args.address_range) if args.address_range else None,
+                       time_range=tuple(args.time_range) if args.time_range else None)
+    if args.output == "stdout":
+        from damond.tools.report.heatmap_text import render
+
+        return render(hm, args.style)
+    if args.output == "raw":
+        from damond.tools.report.heatmap_text import render_raw
+
+        return render_raw(hm)
+    from damond.tools.report import heatmap_png
+
+    source = args.input if args.socket is None else f"live kdamond {args.kdamond or 0}"
+    heatmap_png.save(hm, args.output, f"{source}: kdamond {series.kdamond}, "
+                                      f"target {series.target}")
+    return ""
+
+
+def _wss(args: argparse.Namespace) -> str:
+    from damond.tools.report import wss
+
+    return wss.report(_series(args, all_targets=True), percentiles=range(*args.range),
+                      acc_thres=args.acc_thres, sz_thres=args.sz_thres,
+                      exclude=args.exclude_samples, sort_by=args.sortby,
+                      per_target=args.per_target, raw=args.raw_number,
+                      all_values=args.all_wss)
+
+
+def _access(args: argparse.Namespace) -> str:
+    from damond.tools.report import access
+
+    return access.report(_series(args, all_targets=True), args.snapshot)
+
+
+def run(args: argparse.Namespace) -> int:
+    """The ``report`` subcommand (argparse ``func``)."""
+    try:
+        text = args.report(args)
+    except ReportError as e:
+        print(f"{PROG}: {e}", file=sys.stderr)
+        return e.status
+    except KeyboardInterrupt:
+        return 130
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:  # | head
+        return 0
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=PROG, description=DESCRIPTION)
+    add_arguments(p)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from damond.service import logs
+
+    args = build_parser().parse_args(argv)
+    logs.configure("warning")
+    return run(args)

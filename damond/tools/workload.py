@@ -1,0 +1,135 @@
+"""Artificial workloads with known access patterns, for tests, benchmarks and demos.
+
+``python -m damond.tools.workload MODE ...`` maps memory, prints one JSON line describing where
+it is
+(``{"pid": ..., "ranges": {"hot": [start, end], ...}}``) and then accesses it until killed:
+
+``hotcold``   a hot mapping touched continuously and a cold mapping touched once, as two
+              separate mappings (so even the per-mapping ``smaps`` access check tells them apart)
+``onemap``    one mapping whose first part is hot and the rest cold (``MADV_NOHUGEPAGE``, so
+              page-granular checks see the boundary)
+``alternate`` N buffers of SIZE bytes, each accessed for MS milliseconds in turn, repeating
+              (the shape of the kernel's DAMON working-set-size selftest)
+``reader`` / ``writer``  one mapping only read (or only written) continuously
+
+Accesses touch every page of the hot part in each pass (one byte per 4 KiB page for reads, a
+memcpy for writes), as fast as the CPU allows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import mmap
+import os
+import sys
+import time
+
+PAGE = mmap.PAGESIZE
+MADV_NOHUGEPAGE = 15
+PROT_NONE = 0  # not exported by Python's mmap module
+
+
+def parse_size(text: str) -> int:
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    text = text.strip().upper().removesuffix("IB").removesuffix("B")
+    if text and text[-1] in units:
+        return int(float(text[:-1]) * units[text[-1]])
+    return int(text)
+
+
+def _map(size: int, nohuge: bool = False) -> tuple[mmap.mmap, int]:
+    m = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    if nohuge and hasattr(m, "madvise"):
+        m.madvise(MADV_NOHUGEPAGE)
+    addr = ctypes.addressof(ctypes.c_char.from_buffer(m))
+    return m, addr
+
+
+def _mprotect_none(addr: int, length: int) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.mprotect(ctypes.c_void_p(addr), ctypes.c_size_t(length), PROT_NONE) != 0:
+        raise OSError(ctypes.get_errno(), "mprotect")
+
+
+def _write_all(m: mmap.mmap, start: int, end: int, value: int) -> None:
+    chunk = bytes([value & 0xFF]) * min(end - start, 1 << 20)
+    for off in range(start, end, len(chunk)):
+        n = min(len(chunk), end - off)
+        m[off:off + n] = chunk[:n]
+
+
+def _read_all(m: mmap.mmap, start: int, end: int) -> int:
+    view = memoryview(m)
+    return sum(view[start:end:PAGE])
+
+
+def _announce(ranges: dict[str, tuple[int, int]]) -> None:
+    print(json.dumps({"pid": os.getpid(), "ranges": ranges}), flush=True)
+
+
+def run(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m damond.tools.workload", description=__doc__)
+    ap.add_argument("mode", choices=["hotcold", "onemap", "alternate", "reader", "writer"])
+    ap.add_argument("--hot", default="16M")
+    ap.add_argument("--cold", default="64M")
+    ap.add_argument("--nr", type=int, default=2)
+    ap.add_argument("--size", default="10M")
+    ap.add_argument("--ms", type=int, default=2000)
+    ap.add_argument("--seconds", type=float, default=3600)
+    args = ap.parse_args(argv)
+    hot, cold = parse_size(args.hot), parse_size(args.cold)
+    deadline = time.monotonic() + args.seconds
+    if args.mode == "hotcold":
+        # one mapping cut in two by an inaccessible page: the kernel would merge two adjacent
+        # anonymous mappings with the same flags into one, and mmap places them adjacently
+        m, a = _map(hot + PAGE + cold)
+        _mprotect_none(a + hot, PAGE)
+        ha, ca = a, a + hot + PAGE
+        _write_all(m, hot + PAGE, hot + PAGE + cold, 1)
+        _write_all(m, 0, hot, 1)
+        _announce({"hot": (ha, ha + hot), "cold": (ca, ca + cold)})
+        value = 2
+        while time.monotonic() < deadline:
+            _write_all(m, 0, hot, value)
+            value += 1
+    elif args.mode == "onemap":
+        m, a = _map(hot + cold, nohuge=True)
+        _write_all(m, 0, hot + cold, 1)
+        _announce({"hot": (a, a + hot), "cold": (a + hot, a + hot + cold)})
+        value = 2
+        while time.monotonic() < deadline:
+            _write_all(m, 0, hot, value)
+            value += 1
+    elif args.mode == "alternate":
+        size = parse_size(args.size)
+        bufs = [_map(size, nohuge=True) for _ in range(args.nr)]
+        for m, _ in bufs:
+            _write_all(m, 0, size, 1)
+        _announce({f"buf{i}": (a, a + size) for i, (_, a) in enumerate(bufs)})
+        value = 2
+        while time.monotonic() < deadline:
+            for m, _ in bufs:
+                until = time.monotonic() + args.ms / 1000
+                while time.monotonic() < until:
+                    _write_all(m, 0, size, value)
+                    value += 1
+    else:
+        m, a = _map(hot, nohuge=True)
+        _write_all(m, 0, hot, 1)
+        _announce({"hot": (a, a + hot)})
+        value = 2
+        while time.monotonic() < deadline:
+            if args.mode == "reader":
+                _read_all(m, 0, hot)
+            else:
+                _write_all(m, 0, hot, value)
+                value += 1
+
+
+if __name__ == "__main__":
+    try:
+        run()
+    except KeyboardInterrupt:
+        sys.exit(0)
