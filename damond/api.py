@@ -35,6 +35,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+import structlog
 import trio
 
 from damond.core.events import AggregationEvent
@@ -50,8 +51,9 @@ from damond.core.spec import (
     TargetSpec,
     WatermarksSpec,
 )
-from damond.ops.registry import OperationsRegistry, default_registry
+from damond.ops.registry import OperationsRegistry
 from damond.scheduler import Kdamond, Scheduler
+from damond.service import logs
 
 __all__ = [
     "AccessPatternSpec", "AggregationEvent", "AttrsSpec", "ContextSpec", "Kdamond",
@@ -117,11 +119,21 @@ class Session:
         return list(self.scheduler.running)
 
 
+def _quiet_unless_configured() -> None:
+    """Keep a library's log lines out of its caller's output: structlog unconfigured prints
+    every line, informational ones included, to standard output. Unless the program configured
+    structlog itself (the CLI and the daemon do, through ``damond.service.logs``), log warnings
+    and errors only, to standard error, as the CLI does for its commands other than ``serve``."""
+    if not structlog.is_configured():
+        logs.configure("warning")
+
+
 @asynccontextmanager
 async def session(registry: OperationsRegistry | None = None, *, seed: int | None = None,
                   min_region: int | None = None) -> AsyncIterator[Session]:
     """Serve kdamonds for the duration of the ``async with`` block; they stop at its end."""
-    sched = Scheduler(registry or default_registry(), seed=seed, min_region=min_region)
+    _quiet_unless_configured()
+    sched = Scheduler(registry or OperationsRegistry(), seed=seed, min_region=min_region)
     async with trio.open_nursery() as nursery:
         await nursery.start(sched.serve)
         try:

@@ -8,6 +8,9 @@ not be reached.
 
 Input is sent from a thread while the main thread prints replies: a client that only wrote
 until done before reading could deadlock against a server blocked on sending it replies.
+
+The client speaks the protocol through ``damond.control.protocol`` only: importing it loads
+neither the server nor numpy, so ``damond ctl`` starts fast.
 """
 
 from __future__ import annotations
@@ -20,8 +23,16 @@ import threading
 from collections.abc import Iterable
 from typing import BinaryIO, TextIO
 
-from damond.control.commands import NOTE_PREFIX, OK, unescape_data_line
-from damond.control_socket import ROOT_SOCKET_PATH, default_socket_path
+from damond.control.protocol import (
+    OK,
+    ROOT_SOCKET_PATH,
+    LineSplitter,
+    default_socket_path,
+    encode_request,
+    is_error,
+    is_note,
+    unescape_data_line,
+)
 
 SOCKET_ENV = "DAMOND_SOCKET"
 
@@ -60,28 +71,26 @@ class ReplyPrinter:
         self.stdout = stdout
         self.stderr = stderr
         self.failed = False
-        self._partial = b""
+        self._lines = LineSplitter()
 
     def feed(self, data: bytes) -> None:
-        *lines, self._partial = (self._partial + data).split(b"\n")
-        for raw in lines:
-            self.line(raw.decode("utf-8", "replace"))
+        for line in self._lines.feed(data):
+            self.line(line)
         self.stdout.flush()
         self.stderr.flush()
 
     def finish(self) -> None:
-        if self._partial:  # a prompt or an unterminated last line
-            self.stdout.write(self._partial.decode("utf-8", "replace"))
-            self._partial = b""
+        # a prompt or an unterminated last line
+        self.stdout.write(self._lines.take_partial())
         self.stdout.flush()
 
     def line(self, line: str) -> None:
         if line == OK:
             return
-        if line.startswith("ERR "):
+        if is_error(line):
             self.failed = True
             self.stderr.write(line + "\n")
-        elif line.startswith(NOTE_PREFIX):
+        elif is_note(line):
             self.stderr.write(line + "\n")
         else:
             self.stdout.write(unescape_data_line(line) + "\n")
@@ -102,8 +111,7 @@ def run_ctl(commands: list[str], *, socket_path: str | None = None,
         sock.close()
         return 2
     if commands:
-        chunks: Iterable[bytes] = [(c + "\n").encode("utf-8", "surrogateescape")
-                                   for c in commands]
+        chunks: Iterable[bytes] = [encode_request(c) for c in commands]
     else:
         chunks = _stdin_chunks(stdin or sys.stdin.buffer)
     sender = threading.Thread(target=_send_all, args=(sock, chunks), daemon=True)

@@ -15,6 +15,10 @@ may write (``SO_PEERCRED``) and keeps clients from hurting the kdamonds or each 
 * ``trace`` buffers events per client in a bounded queue filled by a non-blocking subscriber
   (it runs inside the kdamond); what a slow client cannot take is dropped, counted and
   reported as ``# dropped N events``.
+
+The wire text (status and note lines, escaping, framing, the socket's default path) is defined
+in ``damond.control.protocol``, shared with the clients; the tracepoint lines in
+``damond.interfaces.tracepoint``.
 """
 
 from __future__ import annotations
@@ -38,18 +42,20 @@ import numpy as np
 import structlog
 import trio
 
-from damond.control.commands import (
+from damond.control.commands import Reply, Session
+from damond.control.protocol import (
     CONTINUATION_PROMPT,
-    NOTE_PREFIX,
     OK,
     PROMPT,
-    Reply,
-    Session,
+    default_socket_path,
+    encode_lines,
     error_status,
+    format_dropped_note,
 )
 from damond.control.syntax import MAX_REQUEST_BYTES, LineAssembler
-from damond.core.events import AggregationEvent, format_tracepoint_lines
+from damond.core.events import AggregationEvent
 from damond.errors import DamonError
+from damond.interfaces import tracepoint
 
 if TYPE_CHECKING:
     from damond.scheduler import Kdamond, Scheduler
@@ -57,7 +63,6 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("damond.control")
 
-ROOT_SOCKET_PATH = "/run/damond/damond.sock"
 #: mode of a socket directory damond creates: the daemon's group may traverse it
 SOCKET_DIR_MODE = 0o750
 #: connect(2) needs write permission on the socket: owner and group may connect
@@ -88,17 +93,6 @@ _NGROUPS_MAX = 65536
 _BAD_INPUT = re.compile("[\x00\udc80-\udcff]")
 #: characters that can make a request continue past the end of its line
 _CONTINUES = re.compile(r"""['"\\`$]""")
-
-
-def default_socket_path() -> str:
-    """``/run/damond/damond.sock`` for root, ``$XDG_RUNTIME_DIR/damond/damond.sock`` for
-    other users (``/tmp/damond-<uid>/damond.sock`` without a runtime directory)."""
-    if os.geteuid() == 0:
-        return ROOT_SOCKET_PATH
-    runtime = os.environ.get("XDG_RUNTIME_DIR")
-    if runtime:
-        return os.path.join(runtime, "damond", "damond.sock")
-    return f"/tmp/damond-{os.geteuid()}/damond.sock"
 
 
 # --------------------------------------------------------------------------------------------
@@ -387,10 +381,6 @@ def _hung_up(stream: trio.abc.Stream) -> bool:
 # --------------------------------------------------------------------------------------------
 
 
-def _encode(lines: list[str]) -> bytes:
-    return ("\n".join(lines) + "\n").encode("utf-8", "backslashreplace")
-
-
 class _Connection:
     def __init__(self, server: ControlServer, stream: trio.abc.Stream, session: Session) -> None:
         self.server = server
@@ -432,7 +422,7 @@ class _Connection:
 
     async def _answer(self, item: str | DamonError) -> None:
         if isinstance(item, DamonError):
-            self.out += _encode([error_status(item.errno_name, "request", item.why)])
+            self.out += encode_lines([error_status(item.errno_name, "request", item.why)])
         else:
             async with aclosing(self.session.run(item)) as replies:
                 while True:
@@ -440,7 +430,7 @@ class _Connection:
                         reply: Reply | None = await anext(replies, None)
                     if reply is None:
                         break
-                    self.out += _encode(reply.lines())
+                    self.out += encode_lines(reply.lines())
                     if reply.trace is not None:
                         await self.flush()
                         await self._stream_trace(reply.trace.count)
@@ -466,20 +456,20 @@ class _Connection:
                 async with self.server.step():
                     lines: list[str] = []
                     while feed.events and len(lines) < TRACE_LINES_PER_STEP:
-                        lines += format_tracepoint_lines(feed.pop())
+                        lines += tracepoint.format_lines(feed.pop())
                     if count is not None:
                         lines = lines[:count - sent]
                     sent += len(lines)
                     if feed.dropped > reported:
-                        lines.insert(0, f"{NOTE_PREFIX}dropped {feed.dropped - reported} events")
+                        lines.insert(0, format_dropped_note(feed.dropped - reported))
                         reported = feed.dropped
-                    data = _encode(lines) if lines else b""
+                    data = encode_lines(lines) if lines else b""
                 if data:
                     await self.stream.send_all(data)
             tail = []
             if feed.dropped > reported:
-                tail.append(f"{NOTE_PREFIX}dropped {feed.dropped - reported} events")
-            await self.stream.send_all(_encode([*tail, OK]))
+                tail.append(format_dropped_note(feed.dropped - reported))
+            await self.stream.send_all(encode_lines([*tail, OK]))
         finally:
             feed.detach()
 
@@ -555,7 +545,7 @@ class ControlServer:
         try:
             if self.clients >= self.max_clients:
                 with trio.move_on_after(1):
-                    await stream.send_all(_encode([error_status(
+                    await stream.send_all(encode_lines([error_status(
                         "EAGAIN", "connection", f"too many clients ({self.max_clients})")]))
                 return
             self.clients += 1

@@ -1,7 +1,8 @@
 """kdamonds as trio tasks: start, stop, online commit and stats refresh between two samples.
 
-Each running kdamond is one trio task with its own cancel scope, running the monitoring loop of
-one context (``damond.core.kdamond``) on absolute deadlines: sample *k* is due at
+Each running kdamond is one trio task with its own cancel scope, driving the core's loop of one
+context (``damond.core.kdamond``: the loop exists there only, as steps that say what they need;
+this module performs those effects) on absolute deadlines: sample *k* is due at
 ``t0 + k * sample_us``, so the aggregation and update timers (counted in samples, as in Linux
 v6.7+) keep real time even though each sample's work takes some. Time comes from trio's clock,
 so tests run whole monitoring sessions instantly on ``trio.testing.MockClock``.
@@ -20,9 +21,10 @@ from __future__ import annotations
 import os
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from itertools import islice
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import structlog
@@ -32,14 +34,13 @@ from damond.core import kdamond as loop
 from damond.core.build import build_context, commit_context
 from damond.core.context import Context
 from damond.core.events import AggregationEvent, TargetSnapshot
-from damond.core.schemes import (
-    finish_scheme_actions,
-    plan_scheme_actions,
-    wait_activation_us,
-)
 from damond.core.spec import ContextSpec
 from damond.errors import DamonError
 from damond.ops.registry import OperationsRegistry
+from damond.platform.pagesize import PAGE_SIZE
+
+if TYPE_CHECKING:
+    from damond.core.operations import DamonOperations
 
 log = structlog.get_logger("damond.scheduler")
 
@@ -51,7 +52,12 @@ Subscriber = Callable[[AggregationEvent], None]
 
 @dataclass
 class KdamondStats:
-    """Counters a kdamond keeps about itself (for ``status`` and metrics)."""
+    """Counters a kdamond keeps about itself (for ``status``, ``lateness`` and metrics).
+
+    ``lateness_s`` keeps how late each of the last ``LATENESS_WINDOW`` samples woke up; its
+    newest value belongs to sample number ``samples`` (both change together). The lateness
+    windows and percentiles every reader shows are computed here, and only here.
+    """
 
     samples: int = 0
     aggregations: int = 0
@@ -61,15 +67,36 @@ class KdamondStats:
     wmark_waits: int = 0
     lateness_s: deque = field(default_factory=lambda: deque(maxlen=LATENESS_WINDOW))
 
+    def recent_lateness(self, last_n: int | None = None, *, skip: int = 0) -> np.ndarray:
+        """Lateness (seconds) of the last ``last_n`` kept samples (all by default) before
+        the ``skip`` newest ones, newest first. Walks from the newest end, so a short window
+        costs little however much is kept."""
+        n = max(0, min(len(self.lateness_s) - skip,
+                       len(self.lateness_s) if last_n is None else last_n))
+        newest_first = islice(reversed(self.lateness_s), skip, skip + n)
+        return np.fromiter(newest_first, dtype=np.float64, count=n)
+
+    def lateness_window(self, first: int, last: int) -> tuple[np.ndarray, int, int]:
+        """Lateness (seconds) of samples ``first..last`` (1-based sample numbers), clipped to
+        the samples still kept; returns the values and the window actually covered."""
+        last = min(last, self.samples)
+        first = max(first, self.samples - len(self.lateness_s) + 1, 1)
+        if first > last:
+            return np.empty(0), first, last
+        return self.recent_lateness(last - first + 1, skip=self.samples - last), first, last
+
+    @staticmethod
+    def percentiles(values: np.ndarray, qs: Sequence[float]) -> list[float]:
+        """Percentiles ``qs`` (0..100, numpy's linear interpolation) of lateness ``values``;
+        zeros when there are none."""
+        if not len(values):
+            return [0.0] * len(qs)
+        return [float(v) for v in np.percentile(values, qs)]
+
     def lateness_percentile(self, q: float, last_n: int | None = None) -> float:
         """Percentile ``q`` of sampling lateness in seconds, over the last ``last_n`` samples
         (all kept samples by default)."""
-        if not self.lateness_s:
-            return 0.0
-        values = np.fromiter(self.lateness_s, dtype=np.float64)
-        if last_n is not None:
-            values = values[-last_n:]
-        return float(np.percentile(values, q))
+        return self.percentiles(self.recent_lateness(last_n), [q])[0]
 
 
 class _Request:
@@ -81,15 +108,15 @@ class _Request:
 
 
 class Kdamond:
-    """One running kdamond: a context, its operation set, and the task running them."""
+    """One running kdamond: a context, its operation set, and the task driving its loop."""
 
-    def __init__(self, index: int, ctx: Context, ops, scheduler: Scheduler,
+    def __init__(self, index: int, ctx: Context, ops: DamonOperations, scheduler: Scheduler,
                  *, group: str, exclusive: bool, context_index: int = 0) -> None:
         self.index = index
         self.context_index = context_index
         self.name = f"kdamond.{index}"
         self.ctx = ctx
-        self.ops = ops
+        ctx.ops = ops
         self.group = group
         self.exclusive = exclusive
         self.stats = KdamondStats()
@@ -103,6 +130,16 @@ class Kdamond:
         self._requests: deque[_Request] = deque()
         self._wakeup = trio.Event()
         self._last_aggregation_ns = 0
+        # the sampling schedule: sample k of the current schedule is due at base + k * interval
+        # (multiplying, not summing, keeps float error flat); None restarts it from now
+        self._sched_base = 0.0
+        self._sched_k = 0
+        self._sched_interval: float | None = None
+
+    @property
+    def ops(self) -> DamonOperations:
+        """The operation set the context runs on now (a commit may switch it)."""
+        return self.ctx.ops
 
     # -- control (called from other tasks) -----------------------------------------------
 
@@ -124,13 +161,13 @@ class Kdamond:
         raises before anything changes."""
         new_ctx = self._scheduler.build(spec)
         new_ops = (self.ops if spec.ops == self.ctx.ops_name
-                   else self._scheduler.registry.handle(spec.ops))
+                   else self._scheduler.registry.resolve(spec.ops))
 
         def apply(ctx: Context) -> None:
             if commit_context(ctx, new_ctx):
-                self.ops.cleanup(ctx)
-                self.ops = new_ops
-                self.ops.init(ctx)
+                ctx.ops.cleanup(ctx)
+                ctx.ops = new_ops
+                ctx.ops.init(ctx)
                 loop.refresh_sz_limit(ctx)
 
         await self.call(apply)
@@ -154,7 +191,7 @@ class Kdamond:
     # -- the loop -------------------------------------------------------------------------
 
     async def run(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
-        ctx, ops = self.ctx, self.ops
+        ctx = self.ctx
         # the run's clock object, not trio.current_time(): operation sets running in a worker
         # thread may read it too
         clock = trio.lowlevel.current_clock()
@@ -163,12 +200,13 @@ class Kdamond:
         self._mono_offset_ns = time.monotonic_ns() - self._clock_ns()
         try:
             with self._cancel_scope:
-                self._work(loop.start, ctx, ops)
+                await self._drive(loop.kdamond_start(ctx))
                 self.running = True
                 self.pid = os.getpid()
                 self._last_aggregation_ns = self._clock_ns()
                 task_status.started(self)
-                await self._loop()
+                while await self._drive(loop.kdamond_iteration(ctx)):
+                    pass
                 self.stop_reason = self.stop_reason or "every target is gone"
         except DamonError as e:
             self.stop_reason = f"{e.errno_name}: {e.why}"
@@ -185,7 +223,7 @@ class Kdamond:
             self.pid = -1
             with trio.CancelScope(shield=True):
                 try:
-                    loop.stop(ctx, self.ops)
+                    loop.run_steps(loop.kdamond_stop(ctx))
                 finally:
                     for req in self._requests:
                         req.error = DamonError("ECANCELED", f"{self.name} stopped")
@@ -195,124 +233,81 @@ class Kdamond:
                     self.finished.set()
             log.info("kdamond stopped", kdamond=self.index, reason=self.stop_reason)
 
-    async def _loop(self) -> None:
-        ctx, stats, ops = self.ctx, self.stats, self.ops
-        # deadline k is base + k * interval (multiplying, not summing, keeps float error flat);
-        # the schedule restarts from now after a watermark wait or an interval change
-        base, k, interval = trio.current_time(), 0, None
-        while True:
-            # CPU and wall time are read twice per sample, not per phase: a thread-CPU clock
-            # read is a system call, and costs ~0.1 ms under emulation
-            span = self._span_start()
-            if loop.need_stop(ctx, self.ops):
-                self._span_end(span)
-                return
-            timers = loop.begin_iteration(ctx)
-            if ctx.schemes and any(s.spec.wmarks.metric != "none" for s in ctx.schemes):
-                self._span_end(span)
-                if await self._wait_activation():
-                    interval = None
-                    continue
-                span = self._span_start()
-            ops = self.ops
-            ops.prepare_access_checks(ctx)
-            self._span_end(span)
-            now = trio.current_time()
-            if interval != (ctx.attrs.sample_us or 1) / 1e6:
-                interval = (ctx.attrs.sample_us or 1) / 1e6
-                base, k = now, 0
-            k += 1
-            deadline = base + k * interval
-            if deadline < now:
-                stats.overruns += 1
-                base, k = now, 1
-                deadline = now + interval
-            await trio.sleep_until(deadline)
-            stats.lateness_s.append(trio.current_time() - deadline)
-            stats.samples += 1
-            span = self._span_start()
-            await self._after_sample(ctx, timers)
-            self._span_end(span)
+    async def _drive(self, steps: loop.Steps) -> Any:
+        """Perform the effects the core's loop asks for, and return what the steps return.
 
-    def _span_start(self) -> tuple[int, int]:
-        return time.perf_counter_ns(), time.thread_time_ns()
-
-    def _span_end(self, span: tuple[int, int]) -> None:
-        self.stats.busy_ns += time.perf_counter_ns() - span[0]
-        self.stats.cpu_ns += time.thread_time_ns() - span[1]
-
-    async def _after_sample(self, ctx: Context, timers) -> None:
-        """``loop.after_sample`` phase by phase, so that the operation set's potentially
-        long callbacks (applying actions, updating regions) can run in a worker thread.
-
-        The per-sample access checks run inline: they are a few system calls per region, and a
-        hop to a worker thread costs more than that (about 0.1 ms here, 9 ms under emulation).
+        The one place where the kdamond's time is accounted: wall and CPU time of everything
+        between two waits (read twice per sample, not per phase: a thread-CPU clock read is a
+        system call, ~0.1 ms under emulation), plus the CPU of calls run in a worker thread.
+        Operation-set calls run inline unless they may block and the set says it blocks (then
+        in a worker thread, so that a pageout never stalls clients or other kdamonds).
         """
-        results = self.ops.check_accesses(ctx)
-        aggregate = loop.count_accesses(ctx, timers, results)
-        self._handle_requests(ctx)
-        if ctx.schemes:
-            actions = plan_scheme_actions(ctx, self.ops, ctx.clock_ns() // 1_000_000)
-            if actions is not None:
-                applied: list[int] = []
-                elapsed = 0
-                if actions:
-                    start_ns = ctx.clock_ns()
-                    applied = list(await self._ops_call(self.ops.apply_scheme, ctx, actions))
-                    elapsed = ctx.clock_ns() - start_ns
-                finish_scheme_actions(ctx, actions, applied, elapsed)
-        if loop.finish_sample(ctx, timers, aggregate, self._emit):
-            await self._ops_call(self.ops.update, ctx)
-            loop.refresh_sz_limit(ctx)
-
-    async def _ops_call(self, fn, *args):
-        """Call the operation set: inline when it is quick, in a worker thread when it says it
-        may block (so clients and other kdamonds are not held up by, e.g., a pageout)."""
-        if not self.ops.info.blocking:
-            return fn(*args)
-        # the caller's span counts this wall time; the worker's CPU is added separately
-        result, cpu_ns = await trio.to_thread.run_sync(_timed_cpu, fn, *args)
-        self.stats.cpu_ns += cpu_ns
-        return result
-
-    async def _wait_activation(self) -> bool:
-        """Watermarks: while every scheme is inactive, do not sample; re-check at the
-        watermark interval (or earlier, when a request arrives). True if it waited."""
-        waited = False
-        while True:
-            wait_us = self._work(wait_activation_us, self.ctx, self._read_metric)
-            if not wait_us:
-                return waited
-            waited = True
-            self.stats.wmark_waits += 1
-            self._wakeup = trio.Event()
-            with trio.move_on_after(wait_us / 1e6):
-                await self._wakeup.wait()
-            self._work(self._handle_requests, self.ctx)
-            if self._work(loop.need_stop, self.ctx, self.ops):
-                return True
-
-    def _read_metric(self, metric: str) -> int | None:
-        value = self.ops.wmark_metric(self.ctx, metric)
-        if value is not None:
-            return value
-        if metric == "free_mem_rate":
-            from damond.platform.meminfo import free_mem_rate
-
-            return free_mem_rate()
-        return None
-
-    def _work(self, fn, *args):
-        """Run a synchronous part of the loop, accounting its wall and CPU time."""
-        t0 = time.perf_counter_ns()
-        c0 = time.thread_time_ns()
+        stats = self.stats
+        value: Any = None
+        wall0, cpu0 = time.perf_counter_ns(), time.thread_time_ns()
         try:
-            return fn(*args)
+            while True:
+                try:
+                    effect = steps.send(value)
+                except StopIteration as done:
+                    return done.value
+                value = None
+                kind = type(effect)
+                if kind is loop.OpsCall:
+                    if effect.may_block and self.ctx.ops.info.blocking:
+                        value, cpu_ns = await trio.to_thread.run_sync(_timed_cpu, effect.fn,
+                                                                       *effect.args)
+                        stats.cpu_ns += cpu_ns
+                    else:
+                        value = effect.fn(*effect.args)
+                    continue
+                if kind is loop.ServeRequests:
+                    self._serve_requests()
+                    continue
+                if kind is loop.Aggregated:
+                    self._emit()
+                    continue
+                # a wait: close the span, wait, open a new one
+                stats.busy_ns += time.perf_counter_ns() - wall0
+                stats.cpu_ns += time.thread_time_ns() - cpu0
+                if kind is loop.SampleWait:
+                    await self._sample_wait()
+                else:
+                    await self._activation_wait(effect.us)
+                wall0, cpu0 = time.perf_counter_ns(), time.thread_time_ns()
         finally:
-            self.stats.busy_ns += time.perf_counter_ns() - t0
-            self.stats.cpu_ns += time.thread_time_ns() - c0
+            stats.busy_ns += time.perf_counter_ns() - wall0
+            stats.cpu_ns += time.thread_time_ns() - cpu0
 
-    def _handle_requests(self, ctx: Context) -> None:
+    async def _sample_wait(self) -> None:
+        """Sleep to the next sample's absolute deadline; a sample that starts after its
+        deadline already passed is an overrun, and the schedule restarts from now."""
+        stats = self.stats
+        now = trio.current_time()
+        interval = (self.ctx.attrs.sample_us or 1) / 1e6
+        if interval != self._sched_interval:
+            self._sched_interval = interval
+            self._sched_base, self._sched_k = now, 0
+        self._sched_k += 1
+        deadline = self._sched_base + self._sched_k * interval
+        if deadline < now:
+            stats.overruns += 1
+            self._sched_base, self._sched_k = now, 1
+            deadline = now + interval
+        await trio.sleep_until(deadline)
+        stats.lateness_s.append(trio.current_time() - deadline)
+        stats.samples += 1
+
+    async def _activation_wait(self, wait_us: int) -> None:
+        """Watermarks: no scheme is active; wait, or less when a request arrives."""
+        self.stats.wmark_waits += 1
+        self._wakeup = trio.Event()
+        with trio.move_on_after(wait_us / 1e6):
+            await self._wakeup.wait()
+        self._sched_interval = None  # the sampling schedule restarts after a wait
+
+    def _serve_requests(self) -> None:
+        ctx = self.ctx
         while self._requests:
             req = self._requests.popleft()
             try:
@@ -324,7 +319,8 @@ class Kdamond:
                 req.error = DamonError("EIO", f"internal error: {e!r}")
             req.done.set()
 
-    def _emit(self, ctx: Context) -> None:
+    def _emit(self) -> None:
+        ctx = self.ctx
         self.stats.aggregations += 1
         now_ns = ctx.clock_ns()
         start_ns = self._last_aggregation_ns
@@ -376,7 +372,7 @@ class Scheduler:
                  min_region: int | None = None) -> None:
         self.registry = registry
         self.seed = seed
-        self.min_region = min_region
+        self.min_region = PAGE_SIZE if min_region is None else min_region
         self.running: list[Kdamond] = []
         #: called with each kdamond that starts (e.g. so trace clients follow new kdamonds)
         self.start_listeners: list[Callable[[Kdamond], None]] = []
@@ -391,10 +387,9 @@ class Scheduler:
 
     def build(self, spec: ContextSpec) -> Context:
         """Validate and build a context from a spec (nothing is started)."""
-        kwargs = {} if self.min_region is None else {"min_region": self.min_region}
         ctx = build_context(spec, avail_operations=self.registry.avail_operations(),
-                            seed=self.seed, **kwargs)
-        self.registry.handle(spec.ops).validate(ctx)
+                            min_region=self.min_region, seed=self.seed)
+        self.registry.resolve(spec.ops).validate(ctx)
         return ctx
 
     async def start(self, specs: list[tuple[int, ContextSpec]], *, group: str,
@@ -411,7 +406,7 @@ class Scheduler:
         built = [(i, self.build(spec), spec.ops) for i, spec in specs]
         started = []
         for ctx_index, (index, ctx, ops_name) in enumerate(built):
-            kd = Kdamond(index, ctx, self.registry.handle(ops_name), self, group=group,
+            kd = Kdamond(index, ctx, self.registry.resolve(ops_name), self, group=group,
                          exclusive=exclusive, context_index=ctx_index if exclusive else 0)
             self.running.append(kd)
             try:

@@ -1,4 +1,5 @@
-"""The README's examples work as written (with the socket path moved to a temp dir)."""
+"""The README's and docs' examples work as written (with the socket path moved to a temp dir),
+after ./quickstart has put ``damond`` on PATH."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ from pathlib import Path
 
 from tests.control.conftest import damond, sockdir, start_damond  # noqa: F401 - fixtures
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+REPO = Path(__file__).resolve().parents[1]
+README = REPO / "README.md"
+DOCS = sorted((REPO / "docs").glob("*.md"))
 
 
 def _block_after(marker: str) -> str:
@@ -52,3 +55,67 @@ def test_readme_socat_and_ctl_examples(damond):  # noqa: F811
 
 def _daemon_pid(d) -> int:
     return d.proc.pid
+
+
+def _code_blocks(path: Path, lang: str = r"\w*") -> list[str]:
+    return re.findall(rf"```{lang}\n(.*?)```", path.read_text(), re.S)
+
+
+def test_examples_run_python_as_the_venv_python():
+    """A bare ``python`` (or ``python3``) is some other interpreter, without damond: examples
+    that run a damond module call ``.venv/bin/python``, which ./quickstart created."""
+    bare = re.compile(r"(?<![\w/.-])python3? -m damond")
+    offenders = [f"{path.name}: {line.strip()}"
+                 for path in [README, *DOCS]
+                 for block in _code_blocks(path)
+                 for line in block.splitlines() if bare.search(line)]
+    offenders += [f"{path.name}: {m}" for path in [README, *DOCS]
+                  for m in re.findall(r"`[^`\n]*`", path.read_text()) if bare.search(m)]
+    assert offenders == []
+
+
+def _install_launcher(bin_dir: Path) -> subprocess.CompletedProcess:
+    """Runs quickstart's own install_launcher (not the whole quickstart: no apt-get, no pip)."""
+    script = (REPO / "quickstart").read_text()
+    function = re.search(r"^install_launcher\(\) \{\n.*?^\}\n", script, re.S | re.M)
+    assert function, "quickstart has no install_launcher()"
+    return subprocess.run(["bash", "-c", function.group(0) + "install_launcher"], cwd=REPO,
+                          env={**os.environ, "DAMOND_BIN_DIR": str(bin_dir)},
+                          capture_output=True, text=True, timeout=30)
+
+
+def test_quickstart_puts_damond_on_path(tmp_path):
+    out = _install_launcher(tmp_path)
+    link = tmp_path / "damond"
+    assert out.returncode == 0, out.stderr
+    assert os.readlink(link) == str(REPO / ".venv" / "bin" / "damond")
+    assert f"installed {link} -> " in out.stdout
+    # run again (a second quickstart): the link is replaced, not refused
+    assert _install_launcher(tmp_path).returncode == 0 and link.is_symlink()
+
+
+def test_quickstart_leaves_a_foreign_damond_alone_and_says_how_otherwise(tmp_path):
+    (tmp_path / "damond").write_text("#!/bin/sh\n")
+    out = _install_launcher(tmp_path)
+    assert out.returncode == 0 and "left alone" in out.stdout
+    assert not (tmp_path / "damond").is_symlink()
+
+    out = _install_launcher(tmp_path / "missing")   # not writable: say how to use PATH
+    assert out.returncode == 0 and 'export PATH="' in out.stdout
+    assert not (tmp_path / "missing").exists()
+
+
+def test_api_doc_example_prints_results_quietly(tmp_path):
+    """docs/api.md's blocks are one script: run as printed, it shows aggregations and scheme
+    statistics, and the library prints no log lines of its own."""
+    script = tmp_path / "example.py"
+    script.write_text("\n".join(_code_blocks(REPO / "docs" / "api.md", "python")))
+    out = subprocess.run([sys.executable, str(script)], cwd=REPO, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stderr == ""
+    head, *lines = out.stdout.splitlines()
+    assert re.fullmatch(r"[1-9]\d* aggregations; the last one:", head), head
+    regions = [line for line in lines if "damon:damon_aggregated: target_id=0" in line]
+    assert regions and lines[-1].startswith("pageout scheme: SchemeStats(nr_tried=")
+    assert len(lines) == len(regions) + 1   # nothing else: no log lines

@@ -7,13 +7,9 @@ that ran: data lines, then exactly one status line, ``OK`` or ``ERR <ERRNO> <wha
 (protocol.md, "Replies"). The socket server only moves bytes and streams ``trace`` output; every
 decision about what a request means lives here, so that it can be tested in-process.
 
-Escaping (protocol.md: "a data line never equals ``OK`` and never starts with ``ERR ``"): no
-kernel file produces such a line, but ``status``, ``plugins`` and ``features`` show text from
-plugins and probes, so every data line that is exactly ``OK`` or starts with ``ERR ``, ``# ``
-or a backslash is sent with one extra backslash in front. Clients remove one leading backslash
-from a data line (:func:`unescape_data_line`); everything else is the file's content as is.
-``# `` is escaped too because damond's own annotations use it (path notes such as "'nr' is
-accepted as 'nr_kdamonds'" and ``# dropped N events``), so a client can tell them apart.
+The wire text itself (status and note lines, data-line escaping, prompts) is defined in
+``damond.control.protocol``, which the clients share: every data line here goes through its
+:func:`~damond.control.protocol.escape_data_line`.
 """
 
 from __future__ import annotations
@@ -24,16 +20,23 @@ import platform
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from itertools import islice
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import structlog
 import trio
 
 from damond import __version__
+from damond.control.protocol import (
+    NOTE_PREFIX,
+    OK,
+    PROMPT,
+    error_status,
+    escape_data_line,
+    one_line,
+)
 from damond.control.syntax import Incomplete, Step, echo_payload, parse
 from damond.errors import DamonError
+from damond.formats.damo.kdamonds import dump_kdamonds
 from damond.interfaces.vfs import SYSFS_ADMIN, Node, Resolved
 
 if TYPE_CHECKING:
@@ -41,11 +44,6 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("damond.control")
 
-OK = "OK"
-PROMPT = "damond> "
-#: shown while a quoted string (or a backslash-continued line) is still open, like ``sh``'s PS2
-CONTINUATION_PROMPT = "> "
-NOTE_PREFIX = "# "
 #: trace COUNT upper bound: a 64-bit count is "forever" for any real client
 MAX_TRACE_COUNT = (1 << 63) - 1
 #: requests up to this length have their parse cached (scripts poll the same few lines)
@@ -83,41 +81,6 @@ class Reply:
 
     def lines(self) -> list[str]:
         return [*self.data, self.status]
-
-
-def escape_data_line(line: str) -> str:
-    """Make a data line unambiguous (see the module docstring for the rule)."""
-    if line[:1] in "OE#\\" and (line == OK or line.startswith(("ERR ", NOTE_PREFIX, "\\"))):
-        return "\\" + line
-    return line
-
-
-def unescape_data_line(line: str) -> str:
-    """The inverse of :func:`escape_data_line`, for clients."""
-    return line[1:] if line.startswith("\\") else line
-
-
-def one_line(text: str) -> str:
-    """``text`` with line breaks and other control characters shown as escapes, so that an
-    error message (which may quote user input) stays one protocol line."""
-    if text.isprintable():
-        return text
-    out = []
-    for ch in text:
-        if ch == "\n":
-            out.append("\\n")
-        elif ch == "\r":
-            out.append("\\r")
-        elif ch == "\t" or ch.isprintable():
-            out.append(ch)
-        else:
-            out.append(f"\\x{ord(ch):02x}" if ord(ch) < 256 else f"\\u{ord(ch):04x}")
-    return "".join(out)
-
-
-def error_status(errno_name: str, what: str, why: str) -> str:
-    """``ERR <ERRNO> <what>: <why>`` as one line."""
-    return f"ERR {errno_name} {one_line(what) or '-'}: {one_line(why)}"
 
 
 def _error_reply(err: DamonError, what: str, data: list[str] | None = None) -> Reply:
@@ -482,7 +445,9 @@ async def _version(s: Session, step: Step) -> Reply:
                   f"kernel {platform.release()}"])
 
 
-def _features_lines(s: Session, facilities: dict[str, Any] | None, why: str) -> list[str]:
+def _features_lines(s: Session, machine: list[str]) -> list[str]:
+    """What damond implements (interfaces, operation sets from the registry), then what this
+    machine offers (``machine``: the daemon's feature probe)."""
     lines = [
         "interface sysfs: yes (/sys/kernel/mm/damon/admin: the v5.18 tree with the v5.19 "
         "additions avail_operations, fvaddr and the commit state keyword)",
@@ -502,41 +467,15 @@ def _features_lines(s: Session, facilities: dict[str, Any] | None, why: str) -> 
                 lines.append(f"operations {name} applies: {', '.join(sorted(r.info.applies))} "
                              "(other actions are tried and counted, not applied)")
             lines.extend(f"operations {name} note: {note}" for note in r.info.notes)
-    lines.extend(_access_check_lines())
-    if facilities is None:
-        lines.append(f"facilities: unknown ({why})")
-    else:
-        for f in facilities.values():
-            lines.append(f"facility {f.name}: {'yes' if f.available else 'no'} ({f.reason})")
+    lines.extend(machine)
     return [escape_data_line(one_line(line)) for line in lines]
-
-
-def _access_check_lines() -> list[str]:
-    """Which access check vaddr/fvaddr will use here, and why better ones are unavailable."""
-    try:
-        from damond.ops import access_check
-
-        name, passed_over = access_check.choose()
-    except (ImportError, DamonError) as e:
-        return [f"access_check: none ({e})"]
-    lines = [f"access_check: {name} (perturbs: {access_check.PERTURBS[name]})"]
-    lines.extend(f"access_check {why}" for why in passed_over)
-    return lines
-
-
-def _probe_facilities() -> tuple[dict[str, Any] | None, str]:
-    try:
-        from damond.platform.probe import probe
-    except ImportError as e:
-        return None, f"the platform probe is not available: {e}"
-    return probe(), ""
 
 
 @_command("features", "features", "what this kernel and damond can do here")
 async def _features(s: Session, step: Step) -> Reply:
     # the probe does system calls (cached after the first run): keep it off the event loop
-    facilities, why = await trio.to_thread.run_sync(_probe_facilities)
-    return Reply(_features_lines(s, facilities, why))
+    machine = await trio.to_thread.run_sync(s.daemon.probe_features)
+    return Reply(_features_lines(s, machine))
 
 
 @_command("plugins", "plugins", "list the operation sets and where they come from")
@@ -588,20 +527,6 @@ def _sample_number(text: str, what: str) -> int:
     return int(text)
 
 
-def lateness_window(lateness, samples: int, first: int, last: int
-                    ) -> tuple[np.ndarray, int, int]:
-    """Lateness values (seconds) of samples ``first..last`` (1-based sample numbers; the
-    deque's last value belongs to sample ``samples``), clipped to what is still kept; returns
-    the values and the window actually covered."""
-    last = min(last, samples)
-    first = max(first, samples - len(lateness) + 1, 1)
-    if first > last:
-        return np.empty(0), first, last
-    # walk from the newest end: only the samples up to the window are visited
-    newest_first = islice(reversed(lateness), samples - last, samples - first + 1)
-    return np.fromiter(newest_first, dtype=np.float64), first, last
-
-
 @_command("lateness", "lateness [FIRST [LAST]]",
           "sampling lateness percentiles of samples FIRST..LAST of each running kdamond "
           f"(default: the last {DEFAULT_LATENESS_SAMPLES})")
@@ -618,11 +543,11 @@ async def _lateness(s: Session, step: Step) -> Reply:
         first = (_sample_number(args[0], step.argv[0]) if args
                  else samples - DEFAULT_LATENESS_SAMPLES + 1)
         last = _sample_number(args[1], step.argv[0]) if len(args) > 1 else samples
-        values, first, last = lateness_window(kd.stats.lateness_s, samples, first, last)
+        values, first, last = kd.stats.lateness_window(first, last)
         values *= 1e3
         line = f"{kd.name} samples={samples} first={first} last={last} n={values.size}"
         if values.size:
-            p50, p99 = np.percentile(values, [50, 99])
+            p50, p99 = kd.stats.percentiles(values, (50, 99))
             line += f" p50_ms={p50:.4f} p99_ms={p99:.4f} max_ms={values.max():.4f}"
         lines.append(line)
     return Reply(lines)
@@ -637,8 +562,6 @@ async def _lateness(s: Session, step: Step) -> Reply:
           "print the sysfs tree's kdamonds in damo's kdamonds format (loads with "
           "'damond serve --config' and 'damo start --kdamonds')")
 async def _dump(s: Session, step: Step) -> Reply:
-    from damond.formats.damo.kdamonds import dump_kdamonds
-
     args = step.argv[1:]
     if len(args) > 1 or (args and args[0] not in ("json", "yaml")):
         raise DamonError("EINVAL", "expected 'json', 'yaml' or nothing", step.argv[0])
@@ -650,11 +573,9 @@ async def _dump(s: Session, step: Step) -> Reply:
           "re-read the --config file and apply it (as SIGHUP does; a broken file is refused "
           "and the running configuration kept)", writes=lambda step: True)
 async def _reload(s: Session, step: Step) -> Reply:
-    from damond.service.config import manager_of
-
     if len(step.argv) > 1:
         raise DamonError("EINVAL", "reload takes no arguments", step.argv[0])
-    manager = manager_of(s.daemon)
+    manager = s.daemon.config_manager
     if manager is None:
         raise DamonError("EINVAL", "this daemon has no configuration manager", step.argv[0])
     result = await manager.reload()
@@ -668,11 +589,9 @@ async def _reload(s: Session, step: Step) -> Reply:
 
 @_command("metrics", "metrics", "the daemon's metrics in the Prometheus text format")
 async def _metrics(s: Session, step: Step) -> Reply:
-    from damond.service.metrics import render_metrics
-
     if len(step.argv) > 1:
         raise DamonError("EINVAL", "metrics takes no arguments", step.argv[0])
-    return Reply(content_lines(render_metrics(s.daemon)))
+    return Reply(content_lines(s.daemon.metrics_text()))
 
 
 # --------------------------------------------------------------------------------------------
@@ -715,7 +634,6 @@ def command_names() -> list[str]:
 
 
 __all__ = [
-    "COMMANDS", "CONTINUATION_PROMPT", "OK", "PROMPT", "Reply", "Session", "TraceRequest",
-    "command_names", "content_lines", "error_status", "escape_data_line", "one_line",
-    "parse_request", "unescape_data_line",
+    "COMMANDS", "Reply", "Session", "TraceRequest", "command_names", "content_lines",
+    "parse_request",
 ]

@@ -16,7 +16,7 @@ import numpy as np
 from damond.core.access import update_monitoring_results
 from damond.core.attrs import sample_interval, validate_attrs
 from damond.core.context import Context, Scheme, Target
-from damond.core.regions import PAGE_SIZE, Regions, check_sorted_ranges, set_regions
+from damond.core.regions import Regions, check_sorted_ranges, set_regions
 from damond.core.spec import ACTIONS, WMARK_METRICS, ContextSpec, SchemeSpec, clone
 from damond.errors import DamonError
 
@@ -33,12 +33,14 @@ def validate_scheme(spec: SchemeSpec, index: int) -> None:
 
 
 def build_context(spec: ContextSpec, *, avail_operations: list[str],
-                  validate: ContextValidator | None = None, seed: int | None = None,
-                  min_region: int = PAGE_SIZE) -> Context:
+                  min_region: int, validate: ContextValidator | None = None,
+                  seed: int | None = None) -> Context:
     """Build a context from a spec, refusing it with the kernel's errno where sysfs would.
 
-    ``validate`` is the operation set's own check (e.g. that the target processes exist, or
-    that ``paddr`` has a single target).
+    ``min_region`` is the region alignment (``DAMON_MIN_REGION``): the machine's page size for
+    real memory, which the caller reads (the core reads no system facts). ``validate`` is the
+    operation set's own check (e.g. that the target processes exist, or that ``paddr`` has a
+    single target).
     """
     if spec.ops not in avail_operations:
         raise DamonError("EINVAL", f"operations {spec.ops!r} is not available "

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from damond.core.regions import PAGE_SIZE, Regions
+from damond.core.regions import Regions
 from damond.core.spec import AttrsSpec, SchemeSpec
 
 
@@ -95,11 +95,15 @@ class Context:
     """One monitoring context: attributes, targets, schemes and the loop's timers."""
 
     ops_name: str
+    #: The operation set's callbacks (``struct damon_ctx``'s ``ops``), set by whoever runs the
+    #: context when it starts or commits; the loop calls the operation set only through it.
+    ops: Any = None
     attrs: AttrsSpec = field(default_factory=AttrsSpec)
     targets: list[Target] = field(default_factory=list)
     schemes: list[Scheme] = field(default_factory=list)
-    #: DAMON_MIN_REGION: page size for real memory, 1 for the kernel's unit-test vectors.
-    min_region: int = PAGE_SIZE
+    #: DAMON_MIN_REGION: handed in by whoever builds the context (the page size for real
+    #: memory); 1, no alignment, as in the kernel's unit-test vectors, unless told.
+    min_region: int = 1
     rng: np.random.Generator = field(default_factory=np.random.default_rng)
     #: Monotonic nanoseconds; handed in by whoever runs the context (trio's clock in damond).
     clock_ns: Callable[[], int] = _no_clock

@@ -1,9 +1,10 @@
-"""Monitoring results as they leave the core: the ``damon:damon_aggregated`` tracepoint's data.
+"""Monitoring results as they leave the core: the ``damon_aggregated`` tracepoint's data.
 
 The kernel emits one tracepoint event per region at every aggregation (after merge, before
 split). damond hands subscribers one immutable snapshot per aggregation instead: the same
 numbers, in arrays, so that a kdamond never formats text or builds per-region objects on its hot
-path. Formatting to the tracepoint's text happens in the subscriber (``format_tracepoint_lines``).
+path. The core does no text: the tracepoint's lines are formatted and parsed by the subscribers
+that need them, through ``damond.interfaces.tracepoint``.
 """
 
 from __future__ import annotations
@@ -49,18 +50,3 @@ class AggregationEvent:
         """How many tracepoint events (regions) this aggregation stands for."""
         return sum(t.nr_regions for t in self.targets)
 
-
-def format_tracepoint_lines(event: AggregationEvent) -> list[str]:
-    """Render the event as ``perf script`` prints ``damon:damon_aggregated`` (v5.18+ form:
-    ``target_id`` is the target's index, ``age`` present)."""
-    sec, nsec = divmod(event.end_ns, 1_000_000_000)
-    prefix = f"kdamond.{event.kdamond_index} {sec}.{nsec // 1000:06d}: damon:damon_aggregated: "
-    lines = []
-    for t in event.targets:
-        n = t.nr_regions
-        head = f"{prefix}target_id={t.target_index} nr_regions={n} "
-        for s, e, a, g in zip(
-            t.start.tolist(), t.end.tolist(), t.nr_accesses.tolist(), t.age.tolist(), strict=True
-        ):
-            lines.append(f"{head}{s}-{e}: {a} {g}")
-    return lines

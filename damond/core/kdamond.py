@@ -1,24 +1,30 @@
-"""One kdamond iteration, split around the sampling sleep.
+"""The kdamond loop, once: ``kdamond_fn()`` of Linux v6.7+ (sample-count timers) as steps.
 
-``kdamond_fn()`` of Linux v6.7+ (sample-count timers) in order: wait for watermarks, prepare
-access checks, sleep one sampling interval, check accesses, then at an aggregation boundary
-merge regions, handle pending requests, apply schemes, report and reset the aggregation, split
-regions, and at an update boundary let the operation set update the regions.
+The core does no I/O and owns no clock, yet the loop it describes sleeps, calls operation sets
+that make system calls, serves user requests and emits tracepoint events. So the loop is
+written as generators of *effects*: each ``yield`` says what the loop needs next (an
+operation-set call, the sampling sleep, the point where requests are served, the tracepoint),
+and whoever drives the generator performs it and sends the result back. The daemon's scheduler
+drives these generators on trio (it may run a long operation-set call in a worker thread and it
+accounts the kdamond's time in one place); :func:`run_steps` drives the very same generators
+synchronously for tests, benchmarks and simulations. There is no second copy of the loop.
 
-The sleeping, and the requests from users, belong to the scheduler; everything else happens
-here, synchronously, so that the whole iteration is testable without a clock. The scheduler
-calls ``begin_iteration`` and ``prepare``, sleeps, and calls ``after_sample``.
+Order of one iteration, as in the kernel: stop check, watermarks, ``prepare_access_checks``,
+sleep one sampling interval, ``check_accesses``, count (and at an aggregation boundary merge),
+``kdamond_call()`` (user requests), schemes, then at an aggregation boundary the
+``damon_aggregated`` tracepoint, reset and split, and at an update boundary ``ops.update``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from damond.core.access import reset_aggregated, update_access_rates, window_length
 from damond.core.attrs import sample_interval
 from damond.core.context import Context
-from damond.core.operations import OpsHandle
+from damond.core.operations import SchemeAction
 from damond.core.regions import (
     Regions,
     merge_regions,
@@ -27,19 +33,172 @@ from damond.core.regions import (
     split_nr_subs,
     split_regions_of,
 )
-from damond.core.schemes import apply_schemes
+from damond.core.schemes import finish_scheme_actions, plan_scheme_actions, wait_activation_us
+
+# ---------------------------------------------------------------------------------------------
+# effects: what the loop asks of its driver
 
 
 @dataclass(frozen=True, slots=True)
-class IterationTimers:
-    """Timer values read at the start of an iteration: requests handled during the iteration
-    may change the context's attributes, and the kernel applies those from the next one."""
+class OpsCall:
+    """Call ``fn(*args)`` (an operation-set callback) and send back its result.
 
-    next_aggregation_sis: int
-    next_ops_update_sis: int
+    ``may_block`` marks the callbacks that may take long (applying actions, updating regions):
+    a driver may run those off its event loop when the operation set says it blocks. Per-sample
+    callbacks never carry it: a thread hop costs more than their few system calls.
+    """
+
+    fn: Callable[..., Any]
+    args: tuple
+    may_block: bool = False
 
 
-def init_context(ctx: Context) -> None:
+@dataclass(frozen=True, slots=True)
+class SampleWait:
+    """Sleep until the end of the current sampling interval (``kdamond_usleep()``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ActivationWait:
+    """Every scheme is deactivated by its watermarks: wait ``us`` microseconds, or less if a
+    user request arrives, before checking again (``kdamond_wait_activation()``)."""
+
+    us: int
+
+
+@dataclass(frozen=True, slots=True)
+class ServeRequests:
+    """Run the pending user requests against the context (``kdamond_call()``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Aggregated:
+    """An aggregation interval ended: the regions hold the merged regions with the completed
+    aggregation's counts (the ``damon_aggregated`` tracepoint), before reset and split."""
+
+
+SAMPLE_WAIT = SampleWait()
+SERVE_REQUESTS = ServeRequests()
+AGGREGATED = Aggregated()
+
+Effect = OpsCall | SampleWait | ActivationWait | ServeRequests | Aggregated
+R = TypeVar("R")
+#: A piece of the loop: yields effects, receives their results, returns ``R``.
+Steps = Generator[Effect, Any, R]
+
+# ---------------------------------------------------------------------------------------------
+# the loop
+
+
+def kdamond_start(ctx: Context) -> Steps[None]:
+    """What ``kdamond_fn()`` does before its loop: arm the timers, let the operation set build
+    the initial regions, compute the region size limit.
+
+    Targets start from their user-given initial regions, as the sysfs interface rebuilds them
+    at every ``on``; the operation set's ``init`` then fills targets left without regions.
+    """
+    init_timers(ctx)
+    for t in ctx.targets:
+        if not len(t.regions) and t.init_ranges:
+            t.regions = set_regions(Regions(), t.init_ranges, ctx.min_region)
+    yield OpsCall(ctx.ops.init, (ctx,))
+    refresh_sz_limit(ctx)
+
+
+def kdamond_iteration(ctx: Context) -> Steps[bool]:
+    """One pass of ``kdamond_fn()``'s loop. Returns False when the kdamond must stop (the
+    operation set tracks target validity and no target is valid any more)."""
+    if (yield from _need_stop(ctx)):
+        return False
+    # timers are read before requests run: a commit's new intervals apply from the next pass
+    next_aggregation_sis = ctx.next_aggregation_sis
+    next_ops_update_sis = ctx.next_ops_update_sis
+    if _has_watermarks(ctx) and (yield from _wait_activation(ctx)):
+        return True  # it waited: start the pass again, from the stop check
+    yield OpsCall(ctx.ops.prepare_access_checks, (ctx,))
+    yield SAMPLE_WAIT
+    accessed = yield OpsCall(ctx.ops.check_accesses, (ctx,))
+    aggregate = count_accesses(ctx, next_aggregation_sis, accessed)
+    yield SERVE_REQUESTS
+    if ctx.schemes:
+        yield from apply_schemes(ctx)
+    sample = sample_interval(ctx.attrs)
+    if aggregate:
+        ctx.next_aggregation_sis = next_aggregation_sis + ctx.attrs.aggr_us // sample
+        yield AGGREGATED
+        for t in ctx.targets:
+            ctx.nr_bp_fixes += reset_aggregated(t.regions)
+        split_all(ctx)
+    if ctx.passed_sample_intervals >= next_ops_update_sis:
+        ctx.next_ops_update_sis = next_ops_update_sis + ctx.attrs.update_us // sample
+        yield OpsCall(ctx.ops.update, (ctx,), may_block=True)
+        refresh_sz_limit(ctx)
+    return True
+
+
+def kdamond_stop(ctx: Context) -> Steps[None]:
+    """The ``done:`` block of ``kdamond_fn()``: regions are destroyed, the operation set
+    cleans up. User-given initial regions survive in the targets' ``init_ranges``."""
+    for t in ctx.targets:
+        t.regions = Regions()
+    yield OpsCall(ctx.ops.cleanup, (ctx,))
+
+
+def apply_schemes(ctx: Context) -> Steps[list[SchemeAction] | None]:
+    """``kdamond_apply_schemes()``: one apply pass of every due, active scheme. The pass is
+    decided first (``plan_scheme_actions``), then the operation set applies the ordered actions
+    in one call, and the pass is completed with what it really applied and how long it took.
+    Returns the actions (None when no scheme was due and active)."""
+    actions = plan_scheme_actions(ctx, ctx.ops, ctx.clock_ns() // 1_000_000)
+    if actions is None:
+        return None
+    applied: list[int] = []
+    elapsed_ns = 0
+    if actions:
+        start_ns = ctx.clock_ns()
+        applied = list((yield OpsCall(ctx.ops.apply_scheme, (ctx, actions), may_block=True)))
+        elapsed_ns = ctx.clock_ns() - start_ns
+    finish_scheme_actions(ctx, actions, applied, elapsed_ns)
+    return actions
+
+
+def _need_stop(ctx: Context) -> Steps[bool]:
+    """``kdamond_need_stop()`` minus the stop request (the driver cancels for that)."""
+    valid = yield OpsCall(ctx.ops.target_valid, (ctx,))
+    return valid is not None and not any(valid)
+
+
+def _has_watermarks(ctx: Context) -> bool:
+    return any(s.spec.wmarks.metric != "none" for s in ctx.schemes)
+
+
+def _wait_activation(ctx: Context) -> Steps[bool]:
+    """``kdamond_wait_activation()``: while every scheme is deactivated, do not sample; check
+    again after the shortest watermark interval (requests are served meanwhile). Returns True
+    if it waited. Each metric is read once per check, through the operation set (which falls
+    back to the system's value)."""
+    waited = False
+    while True:
+        values: dict[str, int | None] = {}
+        for s in ctx.schemes:
+            metric = s.spec.wmarks.metric
+            if metric != "none" and metric not in values:
+                values[metric] = yield OpsCall(ctx.ops.wmark_metric, (ctx, metric))
+        wait_us = wait_activation_us(ctx, values.get)
+        if not wait_us:
+            return waited
+        waited = True
+        yield ActivationWait(wait_us)
+        yield SERVE_REQUESTS
+        if (yield from _need_stop(ctx)):
+            return True
+
+
+# ---------------------------------------------------------------------------------------------
+# the loop's pure parts
+
+
+def init_timers(ctx: Context) -> None:
     """``kdamond_init_ctx()``: zero the sample counter and arm every timer from it."""
     sample = sample_interval(ctx.attrs)
     ctx.passed_sample_intervals = 0
@@ -50,88 +209,24 @@ def init_context(ctx: Context) -> None:
 
 
 def refresh_sz_limit(ctx: Context) -> None:
+    """``damon_region_sz_limit()``, at start and after each operations update or commit."""
     ctx.sz_limit = region_sz_limit(ctx.all_regions(), ctx.attrs.min_nr_regions, ctx.min_region)
 
 
-def start(ctx: Context, ops: OpsHandle) -> None:
-    """What ``kdamond_fn()`` does before its loop: init timers, let the operation set build
-    the initial regions, compute the region size limit.
-
-    Targets start from their user-given initial regions, as the sysfs interface rebuilds them
-    at every ``on``; the operation set's ``init`` then fills targets left without regions.
-    """
-    init_context(ctx)
-    for t in ctx.targets:
-        if not len(t.regions) and t.init_ranges:
-            t.regions = set_regions(Regions(), t.init_ranges, ctx.min_region)
-    ops.init(ctx)
-    refresh_sz_limit(ctx)
-
-
-def need_stop(ctx: Context, ops: OpsHandle) -> bool:
-    """``kdamond_need_stop()`` minus the stop request: true when the operation set tracks
-    target validity and no target is valid any more."""
-    valid = ops.target_valid(ctx)
-    if valid is None:
-        return False
-    return not any(valid)
-
-
-def begin_iteration(ctx: Context) -> IterationTimers:
-    return IterationTimers(ctx.next_aggregation_sis, ctx.next_ops_update_sis)
-
-
-def after_sample(ctx: Context, ops: OpsHandle, timers: IterationTimers,
-                 handle_requests: Callable[[Context], None],
-                 on_aggregated: Callable[[Context], None]) -> None:
-    """Everything after the sampling sleep, in the kernel's order, synchronously.
-
-    ``handle_requests`` runs where the kernel runs ``kdamond_call()`` (user requests such as an
-    online commit or a stats refresh); ``on_aggregated`` is the ``damon_aggregated`` tracepoint:
-    it sees the merged regions with the completed aggregation's counts, before they are reset
-    and split. The scheduler runs the same phases itself so that an operation set's slow
-    callbacks can run outside its event loop.
-    """
-    aggregate = count_accesses(ctx, timers, ops.check_accesses(ctx))
-    handle_requests(ctx)
-    if ctx.schemes:
-        apply_schemes(ctx, ops)
-    if finish_sample(ctx, timers, aggregate, on_aggregated):
-        ops.update(ctx)
-        refresh_sz_limit(ctx)
-
-
-def count_accesses(ctx: Context, timers: IterationTimers, results: list) -> bool:
-    """Count one sample's access checks; at an aggregation boundary merge the regions.
-    Returns whether this sample ends an aggregation interval."""
+def count_accesses(ctx: Context, next_aggregation_sis: int, accessed: list) -> bool:
+    """Count one sample's access checks (one boolean array per target); at an aggregation
+    boundary merge the regions. Returns whether this sample ends an aggregation interval."""
     ctx.passed_sample_intervals += 1
     len_window = window_length(ctx.attrs)
     max_nr = 0
-    for t, accessed in zip(ctx.targets, results, strict=True):
+    for t, hits in zip(ctx.targets, accessed, strict=True):
         if len(t.regions):
-            update_access_rates(t.regions, accessed, len_window)
+            update_access_rates(t.regions, hits, len_window)
             max_nr = max(max_nr, int(t.regions.nr_accesses.max()))
-    aggregate = ctx.passed_sample_intervals >= timers.next_aggregation_sis
+    aggregate = ctx.passed_sample_intervals >= next_aggregation_sis
     if aggregate:
         merge_all(ctx, max_nr // 10)
     return aggregate
-
-
-def finish_sample(ctx: Context, timers: IterationTimers, aggregate: bool,
-                  on_aggregated: Callable[[Context], None]) -> bool:
-    """After the schemes: report, reset and split at an aggregation boundary. Returns whether
-    the operation set's ``update`` is due now (the caller runs it, then ``refresh_sz_limit``)."""
-    sample = sample_interval(ctx.attrs)
-    if aggregate:
-        ctx.next_aggregation_sis = timers.next_aggregation_sis + ctx.attrs.aggr_us // sample
-        on_aggregated(ctx)
-        for t in ctx.targets:
-            ctx.nr_bp_fixes += reset_aggregated(t.regions)
-        split_all(ctx)
-    if ctx.passed_sample_intervals >= timers.next_ops_update_sis:
-        ctx.next_ops_update_sis = timers.next_ops_update_sis + ctx.attrs.update_us // sample
-        return True
-    return False
 
 
 def merge_all(ctx: Context, threshold: int) -> None:
@@ -154,9 +249,39 @@ def split_all(ctx: Context) -> None:
     ctx.last_nr_regions = nr_regions
 
 
-def stop(ctx: Context, ops: OpsHandle) -> None:
-    """The ``done:`` block of ``kdamond_fn()``: regions are destroyed, the operation set
-    cleans up. User-given initial regions survive in the targets' ``init_ranges``."""
-    for t in ctx.targets:
-        t.regions = Regions()
-    ops.cleanup(ctx)
+# ---------------------------------------------------------------------------------------------
+# a synchronous driver
+
+
+def _nothing(*_args: Any) -> None:
+    return None
+
+
+def run_steps(steps: Steps[R], *, on_sample_wait: Callable[[], None] = _nothing,
+              on_requests: Callable[[], None] = _nothing,
+              on_aggregated: Callable[[], None] = _nothing,
+              on_activation_wait: Callable[[int], None] = _nothing) -> R:
+    """Drive ``steps`` to the end in the calling thread and return its result.
+
+    Operation-set calls run inline; the waits call the given hooks and return at once (a test
+    or a simulation advances its own clock in ``on_sample_wait``). The daemon's scheduler is
+    the asynchronous driver of the same steps.
+    """
+    value: Any = None
+    while True:
+        try:
+            effect = steps.send(value)
+        except StopIteration as done:
+            return done.value
+        value = None
+        kind = type(effect)
+        if kind is OpsCall:
+            value = effect.fn(*effect.args)
+        elif kind is SampleWait:
+            on_sample_wait()
+        elif kind is ServeRequests:
+            on_requests()
+        elif kind is Aggregated:
+            on_aggregated()
+        else:
+            on_activation_wait(effect.us)

@@ -1,20 +1,27 @@
-"""What the core needs from an operation set, as the core sees it.
+"""What the core needs from an operation set: the kernel's ``struct damon_operations``.
 
-The kernel's core calls ``ctx->ops`` callbacks; damond's core calls an object of this shape.
-``damond.ops.registry`` builds one per context from the pluggy hooks of the selected operation
-set, so the core never imports pluggy and tests can hand in any object that fits.
+The kernel's core calls ``ctx->ops`` callbacks; damond's core calls the callables of one
+``DamonOperations`` record. ``damond.ops.registry`` fills it once per context start or commit from
+the selected plugin's hook implementations, with the kernel's defaults where the set leaves an
+optional callback out, so nothing but a plain function call separates a sample from the
+operation set: no plugin dispatch, and the core never imports pluggy or any operation set.
+Tests may hand in any object with these attributes.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 if TYPE_CHECKING:
     from damond.core.context import Context, Scheme, Target
     from damond.core.regions import Regions
+
+#: DAMOS_MAX_SCORE: ``get_scheme_score`` answers 0..MAX_SCORE, higher meaning "apply first".
+MAX_SCORE = 99
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,30 +35,46 @@ class SchemeAction:
     action: str
 
 
-class OpsHandle(Protocol):
+@dataclass(frozen=True, slots=True)
+class DamonOperations:
+    """One operation set's callbacks, each taking the whole context so that a set can batch a
+    sample's system calls. Per-context and per-target state lives in ``ctx.ops_data`` and
+    ``target.ops_data``; the record itself is stateless and may serve many contexts."""
+
+    #: The name written to a context's ``operations`` file.
     name: str
+    #: The set's self-description (``damond.ops.info.OpsInfo``): the core never reads it; the
+    #: scheduler reads ``blocking``, the interfaces the rest.
+    info: Any
+    #: Refuse a freshly built context (raise ``DamonError``) before it starts or is committed.
+    validate: Callable[[Context], None]
+    #: Once when the kdamond starts: private state, initial regions of targets without any.
+    init: Callable[[Context], None]
+    #: Every update interval: follow the address space (e.g. vaddr's mappings).
+    update: Callable[[Context], None]
+    #: Start of every sample: pick ``sampling_addr`` of each region, clear its accessed state.
+    prepare_access_checks: Callable[[Context], None]
+    #: After the sampling interval: one boolean array per target, one entry per region.
+    check_accesses: Callable[[Context], list[np.ndarray]]
+    #: Scores 0..MAX_SCORE of the given regions of a target for a scheme, or None (no scorer:
+    #: quotas then apply in address order).
+    get_scheme_score: Callable[[Context, Target, Regions, Scheme], np.ndarray | None]
+    #: Apply the actions in order; the bytes really applied for each.
+    apply_scheme: Callable[[Context, list[SchemeAction]], list[int]]
+    #: Validity of each target, or None when the set has no notion of it (never stops).
+    target_valid: Callable[[Context], list[bool] | None]
+    #: The kdamond stopped: release private state.
+    cleanup: Callable[[Context], None]
+    #: A watermark metric's value (``free_mem_rate``: per thousand), or None when unknown.
+    wmark_metric: Callable[[Context, str], int | None]
+    #: A small dict of facts for ``status`` and ``features``.
+    status: Callable[[Context], dict]
 
-    def init(self, ctx: Context) -> None: ...
 
-    def update(self, ctx: Context) -> None: ...
+#: The callbacks of an operation set, in the record's order: every field but ``name`` and
+#: ``info``. The registry derives the plugin hook names from this (``damon_ops_<callback>``).
+CALLBACKS: tuple[str, ...] = tuple(
+    f.name for f in fields(DamonOperations) if f.name not in ("name", "info"))
 
-    def prepare_access_checks(self, ctx: Context) -> None: ...
-
-    def check_accesses(self, ctx: Context) -> list[np.ndarray]:
-        """One boolean array per target: was each region's sampled page accessed."""
-        ...
-
-    def get_scheme_score(self, ctx: Context, target: Target, regions: Regions,
-                         scheme: Scheme) -> np.ndarray | None:
-        """Scores (0..99) of the given regions for the scheme, or None without a scorer."""
-        ...
-
-    def apply_scheme(self, ctx: Context, actions: list[SchemeAction]) -> list[int]:
-        """Apply the actions in order; return the bytes really applied for each."""
-        ...
-
-    def target_valid(self, ctx: Context) -> list[bool] | None:
-        """Validity of each target, or None when the set has no notion of it (never stops)."""
-        ...
-
-    def cleanup(self, ctx: Context) -> None: ...
+#: Older name of ``DamonOperations`` (the type the core's functions take).
+OpsHandle = DamonOperations

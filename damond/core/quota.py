@@ -10,13 +10,13 @@ from __future__ import annotations
 import numpy as np
 
 from damond.core.context import Scheme
-from damond.core.regions import PAGE_SIZE
-from damond.core.scores import MAX_SCORE
+from damond.core.operations import MAX_SCORE
 from damond.core.spec import ULONG_MAX
 
-#: Throughput assumed for a time quota before any apply was measured: ``PAGE_SIZE * 1024``
-#: bytes per millisecond (4 MiB/ms with 4 KiB pages).
-DEFAULT_THROUGHPUT_PER_MS = PAGE_SIZE * 1024
+#: Throughput assumed for a time quota before any apply was measured: the kernel's
+#: ``PAGE_SIZE * 1024`` bytes per millisecond with the 4 KiB pages of its reference (4 MiB/ms).
+#: Only a first guess, replaced by the measured throughput after the first apply.
+DEFAULT_THROUGHPUT_PER_MS = 4 << 20
 
 
 def feed_loop_next_input(last_input: int, score: int) -> int:

@@ -5,9 +5,11 @@ sampling loop touches every region 200 times a second, and array-at-a-time updat
 cost flat (DESIGN.md, "The hot path"). Regions are kept sorted by address and non-overlapping;
 gaps between them are allowed (vaddr's three regions leave the two biggest unmapped gaps out).
 
-Behaviour follows ``mm/damon/core.c`` and ``mm/damon/vaddr.c`` of Linux v6.16 unless a docstring
-names another version. ``min_region`` plays the role of ``DAMON_MIN_REGION``: the page size in
-production, 1 in unit tests (as the kernel's KUnit build redefines it).
+Behaviour follows ``mm/damon/core.c`` of Linux v6.16 unless a docstring names another version;
+the address-space-specific algorithms (vaddr's three regions and even split) live with their
+operation set, as in the kernel. ``min_region`` plays the role of ``DAMON_MIN_REGION`` and is
+always handed in: the page size in production, 1 in unit tests (as the kernel's KUnit build
+redefines it). The core never reads the page size itself.
 """
 
 from __future__ import annotations
@@ -17,9 +19,6 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 from damond.errors import DamonError
-
-#: The kernel's DAMON_MIN_REGION on the machines damond targets (4 KiB pages).
-PAGE_SIZE = 4096
 
 _U64 = np.uint64
 _I64 = np.int64
@@ -350,74 +349,6 @@ def set_regions(regions: Regions, ranges: Sequence[tuple[int, int]],
         return Regions()
     cols = list(zip(*rows, strict=True))
     return Regions.from_lists(*cols)
-
-
-def three_regions(vmas: Sequence[tuple[int, int]], min_region: int) -> list[tuple[int, int]]:
-    """``__damon_va_three_regions()``: cover the mappings with three regions that leave out the
-    two biggest unmapped gaps (normally heap-to-mmap and mmap-to-stack, huge and never
-    accessed). ``vmas`` must be sorted. On ties the earlier gap wins (strict comparisons).
-
-    Raises EINVAL when the mappings have fewer than two gaps, as the kernel does.
-    """
-    first_gap = (0, 0)
-    second_gap = (0, 0)
-    start = prev_end = None
-    for vm_start, vm_end in vmas:
-        if prev_end is None:
-            start = vm_start
-            prev_end = vm_end
-            continue
-        gap = vm_start - prev_end
-        if gap > first_gap[1] - first_gap[0]:
-            second_gap = first_gap
-            first_gap = (prev_end, vm_start)
-        elif gap > second_gap[1] - second_gap[0]:
-            second_gap = (prev_end, vm_start)
-        prev_end = vm_end
-    if first_gap[1] == first_gap[0] or second_gap[1] == second_gap[0]:
-        raise DamonError("EINVAL", "the mappings have fewer than two gaps")
-    if first_gap[0] > second_gap[0]:
-        first_gap, second_gap = second_gap, first_gap
-    return [
-        (align_up(start, min_region), align_up(first_gap[0], min_region)),
-        (align_up(first_gap[1], min_region), align_up(second_gap[0], min_region)),
-        (align_up(second_gap[1], min_region), align_up(prev_end, min_region)),
-    ]
-
-
-def evenly_split(start: int, end: int, nr_pieces: int, min_region: int) -> list[tuple[int, int]]:
-    """``damon_va_evenly_split_region()`` with the late-2024 fix: exactly ``nr_pieces`` pieces of
-    ``ALIGN_DOWN(size / nr_pieces)``, the last one taking the rounding remainder.
-
-    Raises EINVAL for zero pieces or when a piece would be empty.
-    """
-    if nr_pieces <= 0:
-        raise DamonError("EINVAL", "cannot split into zero pieces")
-    if nr_pieces == 1:
-        return [(start, end)]
-    sz_piece = align_down((end - start) // nr_pieces, min_region)
-    if sz_piece == 0:
-        raise DamonError("EINVAL", "pieces would be smaller than the minimum region size")
-    pieces = [(start + i * sz_piece, start + (i + 1) * sz_piece) for i in range(nr_pieces)]
-    pieces[-1] = (pieces[-1][0], end)
-    return pieces
-
-
-def init_regions_from_ranges(ranges: Sequence[tuple[int, int]], min_nr_regions: int,
-                             min_region: int) -> Regions:
-    """``__damon_va_init_regions()``: the initial regions of a vaddr-like target, each of the
-    given (three) ranges split evenly so that the total is about ``min_nr_regions``."""
-    sz = sum(e - s for s, e in ranges)
-    if min_nr_regions:
-        sz //= min_nr_regions
-    sz = max(sz, min_region)
-    pieces: list[tuple[int, int]] = []
-    for s, e in ranges:
-        try:
-            pieces.extend(evenly_split(s, e, (e - s) // sz, min_region))
-        except DamonError:
-            pieces.append((s, e))  # the kernel ignores the split error and keeps the region
-    return Regions.from_ranges(pieces)
 
 
 def check_sorted_ranges(ranges: Sequence[tuple[int, int]]) -> None:

@@ -322,16 +322,3 @@ def schedule_next_apply(ctx: Context) -> None:
             continue
         s.next_apply_sis = passed + (s.spec.apply_interval_us or ctx.attrs.aggr_us) // sample
 
-
-def apply_schemes(ctx: Context, ops: OpsHandle) -> None:
-    """``kdamond_apply_schemes()``: one apply pass of every due, active scheme."""
-    actions = plan_scheme_actions(ctx, ops, ctx.clock_ns() // 1_000_000)
-    if actions is None:
-        return
-    applied: list[int] = []
-    elapsed = 0
-    if actions:
-        start_ns = ctx.clock_ns()
-        applied = list(ops.apply_scheme(ctx, actions))
-        elapsed = ctx.clock_ns() - start_ns
-    finish_scheme_actions(ctx, actions, applied, elapsed)

@@ -15,6 +15,7 @@ readable until the schemes are rewritten.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -41,6 +42,7 @@ from damond.interfaces.kparse import (
     sscanf_word,
     str_to_ints,
 )
+from damond.interfaces.scheme_stats import StatsRow, stats_by_index
 from damond.interfaces.vfs import Dir, File, Node
 
 if TYPE_CHECKING:
@@ -201,12 +203,11 @@ class DebugfsDamon:
         return "".join(lines)
 
     @staticmethod
-    def _scheme_stats(ctx: DbgfsContext) -> list[tuple[int, ...]]:
+    def _scheme_stats(ctx: DbgfsContext) -> list[StatsRow]:
+        """The counters of the kdamond that last ran these schemes (zeros once rewritten)."""
         kd = ctx.stats_from
-        if kd is None:
-            return [(0,) * 5 for _ in ctx.schemes]
-        live = [s.stats.as_tuple() for s in kd.ctx.schemes]
-        return [live[i] if i < len(live) else (0,) * 5 for i in range(len(ctx.schemes))]
+        live = [] if kd is None else [s.stats.as_tuple() for s in kd.ctx.schemes]
+        return stats_by_index(len(ctx.schemes), live)
 
     def _write_schemes(self, ctx: DbgfsContext, data: str) -> None:
         schemes = [_scheme_from_fields(f) for f in parse_schemes(data, MAX_SCHEMES)]
@@ -299,8 +300,6 @@ def _no_write(_data: str) -> None:
 
 def _pid_exists(pid: int) -> bool:
     """``find_get_pid()``: does a process (or thread) with this id exist?"""
-    import os
-
     if pid <= 0:
         return False
     return os.path.exists(f"/proc/{pid}")

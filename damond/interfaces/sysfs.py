@@ -29,6 +29,7 @@ from damond.core.spec import (
 )
 from damond.errors import DamonError
 from damond.interfaces.kparse import kstrtoint, kstrtouint, kstrtoul, sysfs_streq
+from damond.interfaces.scheme_stats import SCHEME_STATS, StatsRow, stats_by_index
 from damond.interfaces.vfs import Dir, File, Node
 
 if TYPE_CHECKING:
@@ -42,7 +43,6 @@ LATER_STATE_COMMANDS = {
     "update_schemes_tried_bytes": "6.6", "commit_schemes_quota_goals": "6.8",
     "update_schemes_effective_quotas": "6.9", "update_tuned_intervals": "6.15",
 }
-SCHEME_STATS = ("nr_tried", "sz_tried", "nr_applied", "sz_applied", "qt_exceeds")
 #: The kernel creates N directories for any N its allocator can hold and fails with ENOMEM
 #: beyond; damond refuses earlier, before a single write could exhaust the daemon's memory.
 MAX_NR_DIRS = 1 << 16
@@ -52,7 +52,13 @@ MAX_NR_DIRS = 1 << 16
 class SysfsContext:
     spec: ContextSpec = field(default_factory=ContextSpec)
     #: the stats files' content: refreshed only by ``update_schemes_stats`` (as in 5.18)
-    scheme_stats: list[tuple[int, ...]] = field(default_factory=list)
+    scheme_stats: list[StatsRow] = field(default_factory=list)
+
+    @classmethod
+    def holding(cls, spec: ContextSpec, shown: list[StatsRow] | None = None) -> SysfsContext:
+        """A context directory holding a copy of ``spec``, its stats files showing what
+        ``shown`` showed for the schemes matched by index (zeros for the others)."""
+        return cls(clone(spec), stats_by_index(len(spec.schemes), shown or []))
 
 
 @dataclass
@@ -153,6 +159,10 @@ class SysfsAdmin:
         self.root = Dir(lambda: {"kdamonds": self._kdamonds_dir()})
 
     # -- whole-tree access (configuration files, dumps) ---------------------------------
+    #
+    # A configuration file drives the tree only through these methods. Starting, committing
+    # and stopping run the code the ``state`` file runs (same checks, same errnos); the others
+    # do at once what writing every file of a kdamond directory would do.
 
     def specs(self) -> list[KdamondSpec]:
         return [k.to_spec() for k in self.kdamonds]
@@ -161,9 +171,51 @@ class SysfsAdmin:
         """Replace the tree's content (as writing every file would). EBUSY while running."""
         if any(k.running for k in self.kdamonds):
             raise DamonError("EBUSY", "kdamonds are running")
-        self.kdamonds = [SysfsKdamond(contexts=[
-            SysfsContext(clone(c), [(0,) * 5 for _ in c.schemes]) for c in k.contexts])
-            for k in specs]
+        self.kdamonds = [SysfsKdamond(contexts=[SysfsContext.holding(c) for c in k.contexts])
+                         for k in specs]
+
+    def is_running(self, index: int) -> bool:
+        """Whether kdamond ``index`` exists and runs."""
+        return index < len(self.kdamonds) and self.kdamonds[index].running
+
+    def set_context(self, index: int, spec: ContextSpec) -> None:
+        """Make kdamond ``index`` (an existing one, or a new one right after the last) hold
+        ``spec`` as its one context. Its stats files keep what they showed for the schemes
+        matched by index, as the running schemes keep their counters across a commit."""
+        if index == len(self.kdamonds):
+            self.kdamonds.append(SysfsKdamond())
+        kd = self.kdamonds[index]
+        shown = kd.contexts[0].scheme_stats if kd.contexts else []
+        kd.contexts[:] = [SysfsContext.holding(spec, shown)]
+
+    async def turn_on(self, index: int) -> None:
+        """What writing ``on`` to ``kdamonds/<index>/state`` does."""
+        await self._turn_on(index, self.kdamonds[index])
+
+    async def commit_context(self, index: int, spec: ContextSpec) -> None:
+        """Commit ``spec`` to running kdamond ``index`` online (as writing its files and then
+        ``commit`` does); the files show ``spec`` only once the commit succeeded."""
+        kdamond = self._require_running(self.kdamonds[index])
+        await kdamond.commit(clone(spec))
+        self.set_context(index, spec)
+
+    async def stop(self, index: int) -> bool:
+        """Stop kdamond ``index`` if it runs (as writing ``off`` does); True if it ran."""
+        kd = self.kdamonds[index]
+        if not kd.running:
+            return False
+        await self._turn_off(kd)
+        return True
+
+    async def truncate(self, nr: int) -> list[int]:
+        """Keep the first ``nr`` kdamonds: stop and remove the others, last first. Returns the
+        indices of those that were running, in the order they were stopped."""
+        stopped = []
+        for i in range(len(self.kdamonds) - 1, nr - 1, -1):
+            if await self.stop(i):
+                stopped.append(i)
+            del self.kdamonds[i]
+        return stopped
 
     # -- directories ----------------------------------------------------------------------
 
@@ -259,9 +311,8 @@ class SysfsAdmin:
         kdamond = self._require_running(kd)
         stats = await kdamond.call(lambda c: [s.stats.as_tuple() for s in c.schemes])
         for ctx in kd.contexts[:1]:
-            # schemes matched by index; a scheme dir removed since is simply not updated
-            for i in range(min(len(ctx.scheme_stats), len(stats))):
-                ctx.scheme_stats[i] = stats[i]
+            # a scheme directory the running context lacks keeps what its files showed
+            ctx.scheme_stats[:] = stats_by_index(len(ctx.scheme_stats), stats, ctx.scheme_stats)
 
 
 def _monitoring_attrs_dir(spec: ContextSpec) -> Dir:
@@ -295,7 +346,7 @@ def _schemes_dir(c: SysfsContext) -> Dir:
     spec = c.spec
 
     def resize(nr: int) -> None:
-        c.scheme_stats[:] = [(0,) * 5 for _ in range(nr)]
+        c.scheme_stats[:] = stats_by_index(nr)
 
     nr = _nr_file(spec.schemes, SchemeSpec, after=resize)
     return Dir(_indexed("nr_schemes", nr, spec.schemes, lambda s: _scheme_dir(c, s)),

@@ -12,6 +12,7 @@ Reads are synchronous; writes are async because some start or reconfigure kdamon
 
 from __future__ import annotations
 
+import difflib
 import posixpath
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -172,7 +173,5 @@ class Vfs:
 
 
 def _did_you_mean(name: str, entries: dict[str, Node]) -> str:
-    import difflib
-
     close = difflib.get_close_matches(name, list(entries), n=1, cutoff=0.5)
     return f" (did you mean {close[0]!r}?)" if close else ""

@@ -27,6 +27,7 @@ addresses are chosen, ``check`` after the sampling interval, both on all regions
 from __future__ import annotations
 
 import ctypes
+import mmap
 import os
 import sys
 
@@ -35,16 +36,13 @@ import numpy as np
 from damond.errors import DamonError
 from damond.platform import pagemap as pm
 from damond.platform import refs
-from damond.platform.kpageflags import read_flags
+from damond.platform.kpageflags import is_huge_part, read_flags
 from damond.platform.page_idle import PageIdleBitmap
+from damond.platform.pagesize import PAGE_SHIFT, PAGE_SIZE, PMD_PAGES
 from damond.platform.probe import probe
 
 #: Best first: the order in which ``auto`` tries the backends.
 BACKENDS = ("page_idle", "soft_dirty", "smaps")
-_PAGE_SHIFT = 12
-_HPAGE_PAGES = 512  # PMD-mapped THP: 2 MiB of 4 KiB pages
-_KPF_COMPOUND_TAIL = np.uint64(1 << 16)
-_KPF_THP = np.uint64(1 << 22)
 
 PERTURBS = {
     "page_idle": "sets the idle flag of sampled pages (shared with other page_idle users)",
@@ -110,9 +108,7 @@ def zero_page_pfn() -> int:
     must not read its never-set idle bit as "accessed" either."""
     global _ZERO_PFN
     if _ZERO_PFN is None:
-        import mmap
-
-        m = mmap.mmap(-1, mmap.PAGESIZE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        m = mmap.mmap(-1, PAGE_SIZE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
         try:
             _ = m[0]  # a read fault maps the zero page
             addr = np.array([ctypes.addressof(ctypes.c_char.from_buffer(m))], dtype=np.uint64)
@@ -157,12 +153,11 @@ class PageIdleCheck:
             # page_idle keeps the flag on a huge page's head only: mark and read the head,
             # and let regions sampled inside the same huge page share one check (as vaddr's
             # damon_va_young() reports the folio size)
-            flags = read_flags(pfns[maybe_thp])
-            huge = ((flags & _KPF_THP) != 0) | ((flags & _KPF_COMPOUND_TAIL) != 0)
+            huge = is_huge_part(read_flags(pfns[maybe_thp]))
             idx = np.flatnonzero(maybe_thp)[huge]
-            offset = (addrs[idx] >> np.uint64(_PAGE_SHIFT)) % np.uint64(_HPAGE_PAGES)
+            offset = (addrs[idx] >> np.uint64(PAGE_SHIFT)) % np.uint64(PMD_PAGES)
             pfns[idx] -= offset
-            folio_pages[idx] = _HPAGE_PAGES
+            folio_pages[idx] = PMD_PAGES
         self._pfns, self._present, self._folio_pages = pfns, present, folio_pages
         self._untrackable = untrackable
         if present.any():
@@ -171,11 +166,11 @@ class PageIdleCheck:
     def _lean_prepare(self, addrs: list[int]) -> list[int]:
         """PFNs (-1 when not present) of the sampled pages, each marked idle."""
         pread, pwrite, fd, bfd = os.pread, os.pwrite, self.pagemap.fileno(), self.bitmap.fileno()
-        zero = self._zero_pfn
+        zero, shift = self._zero_pfn, PAGE_SHIFT
         pfns = []
         short = False
         for a in addrs:
-            raw = pread(fd, 8, (a >> 12) << 3)
+            raw = pread(fd, 8, (a >> shift) << 3)
             if len(raw) < 8:
                 short = True
                 pfns.append(-1)
@@ -196,12 +191,13 @@ class PageIdleCheck:
 
     def _lean_check(self, addrs: list[int], pfns: list[int]) -> np.ndarray:
         pread, fd, bfd = os.pread, self.pagemap.fileno(), self.bitmap.fileno()
+        shift = PAGE_SHIFT
         out = []
         for a, pfn in zip(addrs, pfns, strict=True):
             if pfn == _NOT_TRACKABLE:
                 out.append(False)
             elif pfn < 0:  # not mapped at prepare: accessed if it was faulted in since
-                raw = pread(fd, 8, (a >> 12) << 3)
+                raw = pread(fd, 8, (a >> shift) << 3)
                 out.append(len(raw) == 8 and int.from_bytes(raw, _ORDER) >> 63 == 1)
             else:
                 raw = pread(bfd, 8, (pfn >> 6) << 3)
@@ -242,7 +238,7 @@ def _share_within_folios(addrs: np.ndarray, accessed: np.ndarray,
     if not (folio_pages > 1).any():
         return accessed
     out = accessed.copy()
-    size = folio_pages * np.uint64(1 << _PAGE_SHIFT)
+    size = folio_pages * np.uint64(PAGE_SIZE)
     last_base, last_size, last_result = None, None, False
     for i, (a, s) in enumerate(zip(addrs.tolist(), size.tolist(), strict=True)):
         if last_size is not None and a - a % last_size == last_base:

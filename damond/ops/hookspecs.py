@@ -6,8 +6,13 @@ ones are found through the entry-point group ``damond.operations`` (the entry po
 the operation set's name, as written to a context's ``operations`` file).
 
 Every callback takes the whole context, not one region, so that an implementation can batch a
-sample's system calls. Only the selected set's implementation is called for a context. Per-
-context and per-target state belongs in ``ctx.ops_data`` and ``target.ops_data``.
+sample's system calls. pluggy only finds the sets: when a context starts or commits, the registry
+looks up the selected set's implementations of these hooks once and puts them, as plain
+functions, into a ``damond.core.operations.DamonOperations`` record (``damon_ops_<callback>`` for
+each of its callbacks), with the kernel's defaults for hooks a set leaves out; the kdamond calls
+that record, never pluggy. Per-context and per-target state belongs in ``ctx.ops_data`` and
+``target.ops_data``. What every set shares (the sampling-address pick, the scores) is in
+``damond.ops.common``.
 
 The core (``damond.core``) owns the counters: ``check_accesses`` reports which regions were
 found accessed and the core does the counting, so an operation set cannot break the
@@ -39,6 +44,8 @@ def damon_ops_validate(ctx):
     target's process does not exist, or when ``paddr`` gets more than one target).
 
     Must not change the context: a refused ``commit`` leaves the running kdamond untouched.
+    Schemes whose action is in the set's ``OpsInfo.refuses`` are refused (EINVAL) before this
+    hook is called.
     """
 
 
@@ -46,7 +53,8 @@ def damon_ops_validate(ctx):
 def damon_ops_init(ctx):
     """``ops.init``: called once when the kdamond starts, before the first sample. Set up
     private state and give every target that has no regions its initial regions (vaddr: the
-    three-regions algorithm split into ``min_nr_regions`` pieces; fvaddr/paddr: none)."""
+    three-regions algorithm split into ``min_nr_regions`` pieces; fvaddr/paddr: none). Left
+    out: nothing is done."""
 
 
 @hookspec(firstresult=True)
@@ -58,15 +66,17 @@ def damon_ops_update(ctx):
 @hookspec(firstresult=True)
 def damon_ops_prepare_access_checks(ctx):
     """``ops.prepare_access_checks``: called at the start of every sample. Pick each region's
-    ``regions.sampling_addr`` (uniform in the region, ``damon_rand``) and clear the accessed
-    state of the sampled pages, all targets at once."""
+    ``regions.sampling_addr`` (uniform in the region, ``damon_rand``:
+    ``damond.ops.common.pick_sampling_addrs``) and clear the accessed state of the sampled
+    pages, all targets at once."""
 
 
 @hookspec(firstresult=True)
 def damon_ops_check_accesses(ctx):
     """``ops.check_accesses``: called after the sampling sleep. Return a list with one boolean
     numpy array per target (one entry per region, in region order): whether the region's
-    sampled page was accessed since ``prepare_access_checks``."""
+    sampled page was accessed since ``prepare_access_checks``. Left out (or answering None):
+    nothing is ever accessed."""
 
 
 @hookspec(firstresult=True)
@@ -74,21 +84,22 @@ def damon_ops_get_scheme_score(ctx, target, regions, scheme):
     """``ops.get_scheme_score`` for many regions: return an int array of scores 0..99 (higher
     means apply first) for ``regions`` (a ``Regions`` subset of ``target``) under ``scheme``,
     or None when the set does not prioritise (then quotas apply in address order).
-    ``damond.core.scores`` has the kernel's hot and cold scores."""
+    ``damond.ops.common`` has the kernel's hot and cold scores and vaddr's score rule."""
 
 
 @hookspec(firstresult=True)
 def damon_ops_apply_scheme(ctx, actions):
     """``ops.apply_scheme`` for one apply pass: apply each ``SchemeAction`` in order and return
     a list with the bytes really applied for each (0 when the action is not supported or
-    failed). ``stat`` applies nothing and returns 0."""
+    failed). ``stat`` applies nothing and returns 0. Left out (or answering None): nothing
+    is applied."""
 
 
 @hookspec(firstresult=True)
 def damon_ops_target_valid(ctx):
     """``ops.target_valid`` for all targets: a list of booleans, or None when the set has no
     such notion (then the kdamond runs until stopped, like paddr). A kdamond whose targets
-    are all invalid stops by itself."""
+    are all invalid stops by itself. Left out: None."""
 
 
 @hookspec(firstresult=True)
@@ -99,11 +110,13 @@ def damon_ops_cleanup(ctx):
 @hookspec(firstresult=True)
 def damon_ops_wmark_metric(ctx, metric):
     """Optional: the value of a watermark metric (``free_mem_rate`` per thousand) as this set
-    sees it, or None to use the system's (``/proc/meminfo``). The ``sim`` set answers with its
-    simulated machine's value so that watermarks can be tried without touching real memory."""
+    sees it, or None to use the system's (``/proc/meminfo``, read by
+    ``damond.ops.common.system_wmark_metric``). The ``sim`` set answers with its simulated
+    machine's value so that watermarks can be tried without touching real memory."""
 
 
 @hookspec(firstresult=True)
 def damon_ops_status(ctx):
     """Optional: a small dict of facts for ``status`` and ``features`` (e.g. which access-check
-    backend each target uses and why better ones are unavailable)."""
+    backend each target uses and why better ones are unavailable). Left out (or answering
+    None): an empty dict."""

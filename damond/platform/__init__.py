@@ -6,6 +6,9 @@ errno name the kernel gave (or would give) and a one-line reason.
 
 Modules:
 
+``pagesize``
+    This machine's page size (and the pages of a PMD-mapped huge page): the one place it is
+    read.
 ``maps``
     ``/proc/PID/maps`` parsed into :class:`~damond.platform.maps.Vma` records.
 ``pagemap``

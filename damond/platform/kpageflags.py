@@ -21,6 +21,7 @@ import numpy as np
 
 from damond.errors import DamonError
 from damond.platform import os_error, pread_full, read_u64_at
+from damond.platform.pagesize import PMD_PAGES
 
 KPAGEFLAGS_PATH = "/proc/kpageflags"
 KPAGECOUNT_PATH = "/proc/kpagecount"
@@ -57,6 +58,7 @@ KPF_PGTABLE = 26
 
 _BIT = {name: np.uint64(1 << value) for name, value in globals().copy().items()
         if name.startswith("KPF_")}
+_HUGE_PART = _BIT["KPF_THP"] | _BIT["KPF_COMPOUND_TAIL"]
 
 
 # Runs of PFNs fewer than this many entries apart are read as one span: the kernel's per-PFN
@@ -120,16 +122,22 @@ def is_thp(flags: np.ndarray) -> np.ndarray:
     return has(flags, KPF_THP)
 
 
+def is_huge_part(flags: np.ndarray) -> np.ndarray:
+    """Part of a transparent huge page, or a tail of any compound page: page_idle keeps the idle
+    flag of such a page on its head, so checks of it go to the head page's PFN."""
+    return (np.asarray(flags, dtype=np.uint64) & _HUGE_PART) != 0
+
+
 def is_hugetlb(flags: np.ndarray) -> np.ndarray:
     """Part of a hugetlbfs page (HUGE), which DAMON cannot split or page out."""
     return has(flags, KPF_HUGE)
 
 
-def folio_size_hint(pfn: int, max_pages: int = 512) -> tuple[int, int]:
+def folio_size_hint(pfn: int, max_pages: int = PMD_PAGES) -> tuple[int, int]:
     """``(head_pfn, nr_pages)`` of the folio holding ``pfn``; ``(pfn, 1)`` for a small page.
 
     Large folios are naturally aligned in physical memory, so a folio of at most ``max_pages``
-    (default: a PMD-sized THP with 4 KiB pages) lies inside the ``max_pages``-aligned block around
+    (default: a PMD-sized THP) lies inside the ``max_pages``-aligned block around
     ``pfn``: its head is the last COMPOUND_HEAD at or below ``pfn`` and it ends at the first later
     page that is not a COMPOUND_TAIL. Costs one ``pread`` of ``max_pages`` entries. A tail page
     whose head is outside the block (a 1 GiB hugetlb page) is reported as ``(block, max_pages)``.

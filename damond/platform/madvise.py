@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from damond.errors import DamonError
+from damond.platform.pagesize import PAGE_SIZE
 
 MADV_WILLNEED = 3
 MADV_HUGEPAGE = 14
@@ -54,7 +55,6 @@ _NR_PROCESS_MADVISE = {
 
 # Errors that concern the whole call rather than one range: stop instead of skipping ahead.
 _FATAL = {"ESRCH", "EPERM", "EBADF", "ENOSYS", "EFAULT", "EINTR"}
-_PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
 def pidfd_open(pid: int) -> int:
@@ -181,8 +181,8 @@ def _iovecs(ranges: Sequence[tuple[int, int]] | np.ndarray) -> tuple[np.ndarray,
     arr = np.asarray(ranges, dtype=np.int64).reshape(-1, 2)
     if (arr[:, 1] < 0).any():
         raise DamonError("EINVAL", "process_madvise: negative range length")
-    if (arr[:, 0] % _PAGE).any():
-        raise DamonError("EINVAL", f"process_madvise: range start not {_PAGE}-byte aligned")
+    if (arr[:, 0] % PAGE_SIZE).any():
+        raise DamonError("EINVAL", f"process_madvise: range start not {PAGE_SIZE}-byte aligned")
     keep = np.flatnonzero(arr[:, 1] > 0)
     return np.ascontiguousarray(arr[keep].astype(np.uint64)), keep
 

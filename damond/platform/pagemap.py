@@ -21,16 +21,13 @@ reused) reads return EOF, which :meth:`Pagemap.read` turns into ESRCH.
 
 from __future__ import annotations
 
-import mmap
 import os
 
 import numpy as np
 
 from damond.errors import DamonError
 from damond.platform import FdOwner, os_error, read_u64_at
-
-PAGE_SIZE = mmap.PAGESIZE
-PAGE_SHIFT = PAGE_SIZE.bit_length() - 1
+from damond.platform.pagesize import PAGE_SHIFT, PAGE_SIZE
 
 PM_PFN_BITS = 55
 PM_PFN_MASK = np.uint64((1 << PM_PFN_BITS) - 1)

@@ -28,8 +28,8 @@ import numpy as np
 from damond.errors import DamonError
 from damond.platform import iomem, madvise, meminfo, page_idle, pagemap, refs
 from damond.platform.kpageflags import KPF_ANON, read_flags
+from damond.platform.pagesize import PAGE_SIZE, PMD_PAGES
 
-PAGE = mmap.PAGESIZE
 THP_DIR = "/sys/kernel/mm/transparent_hugepage"
 CAP_SYS_NICE = 23
 CAP_SYS_ADMIN = 21
@@ -86,17 +86,18 @@ def has_capability(cap: int) -> bool:
 class _OwnPages:
     """Anonymous private pages of this process, touched, with their address."""
 
-    def __init__(self, npages: int, align: int = PAGE) -> None:
-        self.map = mmap.mmap(-1, npages * PAGE + align, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    def __init__(self, npages: int, align: int = PAGE_SIZE) -> None:
+        self.map = mmap.mmap(-1, npages * PAGE_SIZE + align,
+                             flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
         base = ctypes.addressof(ctypes.c_char.from_buffer(self.map))
         self.offset = -base % align
         self.addr = base + self.offset
         self.npages = npages
         for i in range(npages):
-            self.map[self.offset + i * PAGE] = 1
+            self.map[self.offset + i * PAGE_SIZE] = 1
 
     def entries(self) -> np.ndarray:
-        addrs = self.addr + PAGE * np.arange(self.npages, dtype=np.uint64)
+        addrs = self.addr + PAGE_SIZE * np.arange(self.npages, dtype=np.uint64)
         with pagemap.Pagemap("self") as pm:
             return pm.read(addrs)
 
@@ -161,7 +162,7 @@ def _soft_dirty() -> tuple[bool, str]:
         refs.clear_refs("self", refs.CLEAR_REFS_SOFT_DIRTY)
         before = pagemap.is_soft_dirty(pages.entries())
         pages.map[pages.offset] = 2  # write page 0
-        _ = pages.map[pages.offset + PAGE]  # read page 1
+        _ = pages.map[pages.offset + PAGE_SIZE]  # read page 1
         after = pagemap.is_soft_dirty(pages.entries())
     finally:
         pages.close()
@@ -228,7 +229,7 @@ def _process_madvise() -> tuple[bool, str]:
     pages = _OwnPages(1)
     fd = madvise.pidfd_open(os.getpid())
     try:
-        res = madvise.process_madvise(fd, [(pages.addr, PAGE)], madvise.MADV_COLD)
+        res = madvise.process_madvise(fd, [(pages.addr, PAGE_SIZE)], madvise.MADV_COLD)
     finally:
         os.close(fd)
         pages.close()
@@ -243,9 +244,9 @@ def _process_madvise() -> tuple[bool, str]:
 
 @_guard("madv_collapse", "6.1", "as process_madvise for other processes")
 def _madv_collapse() -> tuple[bool, str]:
-    pages = _OwnPages(512, align=512 * PAGE)
+    pages = _OwnPages(PMD_PAGES, align=PMD_PAGES * PAGE_SIZE)
     try:
-        pages.map.madvise(madvise.MADV_COLLAPSE, pages.offset, 512 * PAGE)
+        pages.map.madvise(madvise.MADV_COLLAPSE, pages.offset, PMD_PAGES * PAGE_SIZE)
     except OSError as exc:
         name = errno.errorcode.get(exc.errno or 0, "EIO")
         if name == "EINVAL":

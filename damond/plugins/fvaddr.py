@@ -7,6 +7,7 @@ target without regions is not monitored.
 
 from __future__ import annotations
 
+from damond.ops.common import scheme_scores
 from damond.ops.hookspecs import hookimpl
 from damond.plugins import vaddr
 
@@ -45,7 +46,7 @@ def damon_ops_check_accesses(ctx):
 
 @hookimpl
 def damon_ops_get_scheme_score(ctx, target, regions, scheme):
-    return vaddr.get_scheme_score(ctx, regions, scheme)
+    return scheme_scores(ctx, regions, scheme)
 
 
 @hookimpl

@@ -21,24 +21,20 @@ import numpy as np
 import structlog
 
 from damond.core.regions import Regions, set_regions
-from damond.core.scores import MAX_SCORE, cold_scores
 from damond.errors import DamonError
+from damond.ops.common import pick_sampling_addrs, scheme_scores
 from damond.ops.hookspecs import hookimpl
 from damond.ops.info import OpsInfo
 from damond.platform import iomem, madvise
 from damond.platform import page_idle as page_idle_mod
-from damond.platform.kpageflags import read_flags
+from damond.platform.kpageflags import KPF_LRU, has, is_huge_part, read_flags
 from damond.platform.page_idle import PageIdleBitmap
+from damond.platform.pagesize import PAGE_SHIFT, PAGE_SIZE, PMD_PAGES
 from damond.plugins.paddr_rmap import ReverseMap
 
 log = structlog.get_logger("damond.paddr")
 
 NAME = "paddr"
-_PAGE_SHIFT = 12
-_HPAGE_PAGES = np.uint64(512)
-_KPF_LRU = np.uint64(1 << 5)
-_KPF_COMPOUND_TAIL = np.uint64(1 << 16)
-_KPF_THP = np.uint64(1 << 22)
 ADVICE = {"cold": madvise.MADV_COLD, "pageout": madvise.MADV_PAGEOUT}
 
 
@@ -64,11 +60,10 @@ class PaddrState:
 
 def _pfns_to_check(addrs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """PFNs to mark/read (huge pages by their head) and which of them are LRU pages."""
-    pfns = addrs >> np.uint64(_PAGE_SHIFT)
+    pfns = addrs >> np.uint64(PAGE_SHIFT)
     flags = read_flags(pfns)
-    huge = ((flags & _KPF_THP) != 0) | ((flags & _KPF_COMPOUND_TAIL) != 0)
-    pfns = np.where(huge, pfns - pfns % _HPAGE_PAGES, pfns)
-    return pfns, (flags & _KPF_LRU) != 0
+    pfns = np.where(is_huge_part(flags), pfns - pfns % np.uint64(PMD_PAGES), pfns)
+    return pfns, has(flags, KPF_LRU)
 
 
 @hookimpl
@@ -102,12 +97,7 @@ def damon_ops_prepare_access_checks(ctx):
     st: PaddrState = ctx.ops_data
     st.pfns, st.lru = [], []
     for t in ctx.targets:
-        r = t.regions
-        n = len(r)
-        sizes = r.sizes()
-        offsets = (ctx.rng.random(n) * sizes).astype(np.uint64)
-        r.sampling_addr = r.start + np.minimum(offsets, np.maximum(sizes, 1) - 1)
-        pfns, lru = _pfns_to_check(r.sampling_addr)
+        pfns, lru = _pfns_to_check(pick_sampling_addrs(t.regions, ctx.rng))
         st.pfns.append(pfns)
         st.lru.append(lru)
         _mark(st.bitmap, pfns[lru])
@@ -135,11 +125,7 @@ def damon_ops_check_accesses(ctx):
 
 @hookimpl
 def damon_ops_get_scheme_score(ctx, target, regions, scheme):
-    if scheme.action == "pageout":
-        q = scheme.spec.quota
-        return cold_scores(regions.nr_accesses, regions.age, ctx.attrs, q.weight_nr_accesses,
-                           q.weight_age)
-    return np.full(len(regions), MAX_SCORE, dtype=np.int64)
+    return scheme_scores(ctx, regions, scheme)
 
 
 @hookimpl
@@ -175,7 +161,7 @@ def _advise_physical(st: PaddrState, start: int, end: int, advice: int) -> int:
 
 
 def _coalesce(vaddrs: np.ndarray) -> list[tuple[int, int]]:
-    page = 1 << _PAGE_SHIFT
+    page = PAGE_SIZE
     if not len(vaddrs):
         return []
     breaks = np.flatnonzero(np.diff(vaddrs) != page) + 1

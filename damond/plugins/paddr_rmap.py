@@ -22,9 +22,8 @@ import numpy as np
 from damond.errors import DamonError
 from damond.platform import pagemap as pm
 from damond.platform.maps import parse_maps
+from damond.platform.pagesize import PAGE_SHIFT, PAGE_SIZE
 
-_PAGE_SHIFT = 12
-_PAGE = 1 << _PAGE_SHIFT
 #: _IOWR('f', 16, struct pm_scan_arg) (96 bytes), include/uapi/linux/fs.h, Linux 6.7+
 PAGEMAP_SCAN = 0xC0606610
 PAGE_IS_PRESENT = 1 << 3
@@ -90,8 +89,8 @@ class ReverseMap:
 
     def lookup(self, start: int, end: int) -> tuple[np.ndarray, np.ndarray]:
         """(pids, page-aligned virtual addresses) of the mapped pages in [start, end)."""
-        lo = np.searchsorted(self.pfns, np.uint64(start >> _PAGE_SHIFT), side="left")
-        hi = np.searchsorted(self.pfns, np.uint64((end + _PAGE - 1) >> _PAGE_SHIFT),
+        lo = np.searchsorted(self.pfns, np.uint64(start >> PAGE_SHIFT), side="left")
+        hi = np.searchsorted(self.pfns, np.uint64((end + PAGE_SIZE - 1) >> PAGE_SHIFT),
                              side="left")
         if hi <= lo:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.uint64)
@@ -115,7 +114,7 @@ class ReverseMap:
                         present = pm.is_present(entries)
                         pfns = pm.pfn(entries)[present]
                         keep = pfns != 0
-                        va = (np.uint64(s) + np.uint64(_PAGE)
+                        va = (np.uint64(s) + np.uint64(PAGE_SIZE)
                               * np.arange(len(entries), dtype=np.uint64))[present][keep]
                         pfn_parts.append(pfns[keep])
                         va_parts.append(va)
@@ -133,8 +132,8 @@ class ReverseMap:
                 return runs
             except OSError:
                 self._scan_ok = False
-        return [(s, min(s + _FALLBACK_CHUNK_PAGES * _PAGE, end))
-                for s in range(start, end, _FALLBACK_CHUNK_PAGES * _PAGE)]
+        return [(s, min(s + _FALLBACK_CHUNK_PAGES * PAGE_SIZE, end))
+                for s in range(start, end, _FALLBACK_CHUNK_PAGES * PAGE_SIZE)]
 
 
 def _scan_present(fd: int, start: int, end: int):

@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from damond.core.regions import init_regions_from_ranges, set_regions, three_regions
-from damond.core.scores import MAX_SCORE, cold_scores
+from damond.core.regions import set_regions
 from damond.errors import DamonError
+from damond.ops.common import pick_sampling_addrs, scheme_scores
 from damond.ops.hookspecs import hookimpl
 from damond.ops.info import OpsInfo
 from damond.plugins.sim_workload import SimWorkload, default_workload
+from damond.plugins.vaddr import init_regions_from_ranges, three_regions
 
 NAME = "sim"
 
@@ -256,15 +257,9 @@ def damon_ops_update(ctx):
 def damon_ops_prepare_access_checks(ctx):
     _sync_spaces(ctx)
     for i, t in enumerate(ctx.targets):
-        r = t.regions
-        n = len(r)
-        if not n:
-            continue
-        # uniform in [start, end) like damon_rand(); drawing floats and scaling is several
-        # times cheaper than integer draws with per-region bounds
-        sizes = r.sizes()
-        offsets = (_space(ctx, i).rng.random(n) * sizes).astype(np.uint64)
-        r.sampling_addr = r.start + np.minimum(offsets, np.maximum(sizes, 1) - 1)
+        if len(t.regions):
+            # the simulated process's own generator: a run depends on the workload's seed only
+            pick_sampling_addrs(t.regions, _space(ctx, i).rng)
 
 
 @hookimpl
@@ -283,11 +278,7 @@ def damon_ops_check_accesses(ctx):
 
 @hookimpl
 def damon_ops_get_scheme_score(ctx, target, regions, scheme):
-    if scheme.action == "pageout":
-        q = scheme.spec.quota
-        return cold_scores(regions.nr_accesses, regions.age, ctx.attrs,
-                           q.weight_nr_accesses, q.weight_age)
-    return np.full(len(regions), MAX_SCORE, dtype=np.int64)
+    return scheme_scores(ctx, regions, scheme)
 
 
 @hookimpl

@@ -17,24 +17,21 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import structlog
 
-from damond.core.regions import (
-    PAGE_SIZE,
-    init_regions_from_ranges,
-    set_regions,
-    three_regions,
-)
-from damond.core.scores import MAX_SCORE, cold_scores
+from damond.core.regions import Regions, align_down, align_up, set_regions
 from damond.errors import DamonError
 from damond.ops import access_check
+from damond.ops.common import pick_sampling_addrs, scheme_scores
 from damond.ops.hookspecs import hookimpl
 from damond.ops.info import OpsInfo
 from damond.platform import madvise
 from damond.platform.maps import parse_maps
+from damond.platform.pagesize import PAGE_SIZE
 from damond.platform.refs import read_smaps
 
 log = structlog.get_logger("damond.vaddr")
@@ -45,6 +42,82 @@ ADVICE = {"willneed": madvise.MADV_WILLNEED, "cold": madvise.MADV_COLD,
 NOT_REMOTE = "nohugepage"
 #: Environment default for the access-check backend (a target's ops_args can override it).
 BACKEND_ENV = "DAMOND_ACCESS_CHECK"
+
+
+# ---------------------------------------------------------------------------------------------
+# regions of a virtual address space (vaddr.c's region algorithms; sim uses them too)
+
+
+def three_regions(vmas: Sequence[tuple[int, int]], min_region: int) -> list[tuple[int, int]]:
+    """``__damon_va_three_regions()``: cover the mappings with three regions that leave out the
+    two biggest unmapped gaps (normally heap-to-mmap and mmap-to-stack, huge and never
+    accessed). ``vmas`` must be sorted. On ties the earlier gap wins (strict comparisons).
+
+    Raises EINVAL when the mappings have fewer than two gaps, as the kernel does.
+    """
+    first_gap = (0, 0)
+    second_gap = (0, 0)
+    start = prev_end = None
+    for vm_start, vm_end in vmas:
+        if prev_end is None:
+            start = vm_start
+            prev_end = vm_end
+            continue
+        gap = vm_start - prev_end
+        if gap > first_gap[1] - first_gap[0]:
+            second_gap = first_gap
+            first_gap = (prev_end, vm_start)
+        elif gap > second_gap[1] - second_gap[0]:
+            second_gap = (prev_end, vm_start)
+        prev_end = vm_end
+    if first_gap[1] == first_gap[0] or second_gap[1] == second_gap[0]:
+        raise DamonError("EINVAL", "the mappings have fewer than two gaps")
+    if first_gap[0] > second_gap[0]:
+        first_gap, second_gap = second_gap, first_gap
+    return [
+        (align_up(start, min_region), align_up(first_gap[0], min_region)),
+        (align_up(first_gap[1], min_region), align_up(second_gap[0], min_region)),
+        (align_up(second_gap[1], min_region), align_up(prev_end, min_region)),
+    ]
+
+
+def evenly_split(start: int, end: int, nr_pieces: int, min_region: int) -> list[tuple[int, int]]:
+    """``damon_va_evenly_split_region()`` with the late-2024 fix: exactly ``nr_pieces`` pieces of
+    ``ALIGN_DOWN(size / nr_pieces)``, the last one taking the rounding remainder.
+
+    Raises EINVAL for zero pieces or when a piece would be empty.
+    """
+    if nr_pieces <= 0:
+        raise DamonError("EINVAL", "cannot split into zero pieces")
+    if nr_pieces == 1:
+        return [(start, end)]
+    sz_piece = align_down((end - start) // nr_pieces, min_region)
+    if sz_piece == 0:
+        raise DamonError("EINVAL", "pieces would be smaller than the minimum region size")
+    pieces = [(start + i * sz_piece, start + (i + 1) * sz_piece) for i in range(nr_pieces)]
+    pieces[-1] = (pieces[-1][0], end)
+    return pieces
+
+
+def init_regions_from_ranges(ranges: Sequence[tuple[int, int]], min_nr_regions: int,
+                             min_region: int) -> Regions:
+    """``__damon_va_init_regions()``: the initial regions of a vaddr-like target, each of the
+    given (three) ranges split evenly so that the total is about ``min_nr_regions``."""
+    sz = sum(e - s for s, e in ranges)
+    if min_nr_regions:
+        sz //= min_nr_regions
+    sz = max(sz, min_region)
+    pieces: list[tuple[int, int]] = []
+    for s, e in ranges:
+        try:
+            pieces.extend(evenly_split(s, e, (e - s) // sz, min_region))
+        except DamonError:
+            pieces.append((s, e))  # the kernel ignores the split error and keeps the region
+    return Regions.from_ranges(pieces)
+
+
+# ---------------------------------------------------------------------------------------------
+# processes
 
 
 @dataclass
@@ -163,12 +236,9 @@ def validate_targets(ctx) -> None:
 def prepare_access_checks(ctx) -> None:
     for t in ctx.targets:
         r = t.regions
-        n = len(r)
-        if not n:
+        if not len(r):
             continue
-        sizes = r.sizes()
-        offsets = (ctx.rng.random(n) * sizes).astype(np.uint64)
-        r.sampling_addr = r.start + np.minimum(offsets, np.maximum(sizes, 1) - 1)
+        pick_sampling_addrs(r, ctx.rng)
         proc = process_of(t)
         if proc is None:
             continue
@@ -209,14 +279,6 @@ class _Gone:
         self.pid = pid
 
 
-def get_scheme_score(ctx, regions, scheme):
-    if scheme.action == "pageout":
-        q = scheme.spec.quota
-        return cold_scores(regions.nr_accesses, regions.age, ctx.attrs, q.weight_nr_accesses,
-                           q.weight_age)
-    return np.full(len(regions), MAX_SCORE, dtype=np.int64)
-
-
 def apply_scheme(ctx, actions) -> list[int]:
     """Batch consecutive actions on the same process with the same advice into one
     ``process_madvise`` call (up to IOV_MAX ranges), keeping the kernel's order."""
@@ -243,8 +305,7 @@ def _apply_batch(ctx, actions, i: int, j: int, applied: list[int]) -> None:
         return
     ranges = []
     for x in actions[i:j]:
-        start = _page_align(x.start)
-        ranges.append((start, _page_align(x.end - x.start)))
+        ranges.append((align_up(x.start, PAGE_SIZE), align_up(x.end - x.start, PAGE_SIZE)))
     try:
         result = madvise.process_madvise(proc.pidfd, ranges, advice)
     except DamonError as e:
@@ -257,10 +318,6 @@ def _apply_batch(ctx, actions, i: int, j: int, applied: list[int]) -> None:
     if result.error is not None and result.error.errno_name not in ("ENOMEM",):
         log.info("process_madvise partly failed", pid=proc.pid, action=a.action,
                  error=str(result.error), failed=len(failed))
-
-
-def _page_align(x: int) -> int:
-    return -(-x // PAGE_SIZE) * PAGE_SIZE
 
 
 def target_valid(ctx) -> list[bool]:
@@ -362,7 +419,7 @@ def damon_ops_check_accesses(ctx):
 
 @hookimpl
 def damon_ops_get_scheme_score(ctx, target, regions, scheme):
-    return get_scheme_score(ctx, regions, scheme)
+    return scheme_scores(ctx, regions, scheme)
 
 
 @hookimpl

@@ -17,8 +17,13 @@ Two rules shape this module:
   does not run (new, or stopped since) is started, and kdamonds beyond the new file's count
   are stopped and removed. The tree then holds the file's configuration, so ``dump`` shows it.
 
-:class:`ConfigManager` owns the file and the reload procedure; the protocol's ``reload``
-command finds it with :func:`manager_of`.
+The tree is driven only through its own methods (``SysfsAdmin.load``, ``set_context``,
+``turn_on``, ``commit_context``, ``stop``, ``truncate``): starting and committing run what the
+``state`` file runs, with the kernel's checks and errnos, and the tree alone decides what its
+scheme stats files show.
+
+:class:`ConfigManager` owns the file and the reload procedure; ``damond serve`` hands it to the
+``Daemon`` (``Daemon.config_manager``), where the ``reload`` command and the metrics find it.
 """
 
 from __future__ import annotations
@@ -30,17 +35,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
-from weakref import WeakKeyDictionary
 
 import structlog
 import trio
 import yaml
 
-from damond.core.spec import ContextSpec, KdamondSpec, clone
+from damond.core.spec import ContextSpec, KdamondSpec
 from damond.errors import DamonError
 from damond.formats.damo.kdamonds import load_kdamonds
-from damond.interfaces.sysfs import SysfsContext, SysfsKdamond
-from damond.interfaces.vfs import SYSFS_ADMIN
 
 if TYPE_CHECKING:
     from damond.service.daemon import Daemon
@@ -199,37 +201,20 @@ class ApplyReport:
         return "; ".join(parts) or "nothing to do"
 
 
-def _tree_context(spec: ContextSpec, old: SysfsContext | None = None) -> SysfsContext:
-    """A tree context holding ``spec``; scheme stats files keep what they showed for schemes
-    matched by index (the running schemes keep their counters too)."""
-    stats = [(0,) * 5 for _ in spec.schemes]
-    if old is not None:
-        for i in range(min(len(stats), len(old.scheme_stats))):
-            stats[i] = old.scheme_stats[i]
-    return SysfsContext(clone(spec), stats)
-
-
-async def _turn_on(daemon: Daemon, index: int) -> None:
-    """Write ``on`` to the kdamond's ``state`` file, as a user would."""
-    state = daemon.vfs.resolve(f"{SYSFS_ADMIN}/kdamonds/{index}/state").node
-    await state.write("on\n")
-
-
 async def apply_startup(daemon: Daemon, config: Config) -> list[int]:
     """Load the configuration into the (idle) sysfs tree and turn every kdamond on. All or
     nothing: if one fails to start, those already started are stopped and the error raised."""
-    daemon.sysfs.load(config.specs)
+    tree = daemon.sysfs
+    tree.load(config.specs)
     started: list[int] = []
     try:
         for i in range(len(config.specs)):
-            await _turn_on(daemon, i)
+            await tree.turn_on(i)
             started.append(i)
     except BaseException:
         with trio.CancelScope(shield=True):
             for i in started:
-                kd = daemon.sysfs.kdamonds[i]
-                if kd.running:
-                    await kd.kdamond.stop()
+                await tree.stop(i)
         raise
     return started
 
@@ -237,28 +222,17 @@ async def apply_startup(daemon: Daemon, config: Config) -> list[int]:
 async def apply_reload(daemon: Daemon, config: Config) -> ApplyReport:
     """Make the tree and the kdamonds match a validated configuration (see the module doc).
     A step that fails after validation is reported, not raised; the others still happen."""
-    report = ApplyReport()
-    tree = daemon.sysfs.kdamonds
-    for i in range(len(tree) - 1, len(config.specs) - 1, -1):
-        kd = tree[i]
-        if kd.running:
-            await kd.kdamond.stop()
-            report.stopped.append(i)
-        del tree[i]
+    tree = daemon.sysfs
+    report = ApplyReport(stopped=await tree.truncate(len(config.specs)))
     for i, spec in enumerate(config.specs):
         ctx = spec.contexts[0]
-        if i >= len(tree):
-            tree.append(SysfsKdamond(contexts=[_tree_context(ctx)]))
-        kd = tree[i]
-        old = kd.contexts[0] if kd.contexts else None
         try:
-            if kd.running:
-                await kd.kdamond.commit(clone(ctx))
-                kd.contexts[:] = [_tree_context(ctx, old)]
+            if tree.is_running(i):
+                await tree.commit_context(i, ctx)
                 report.committed.append(i)
             else:
-                kd.contexts[:] = [_tree_context(ctx, old)]
-                await _turn_on(daemon, i)
+                tree.set_context(i, ctx)
+                await tree.turn_on(i)
                 report.started.append(i)
         except DamonError as e:
             log.error("configuration step failed", kdamond=i, error=str(e))
@@ -310,7 +284,6 @@ class ConfigManager:
         self.on_reload_start = on_reload_start
         self.on_reload_done = on_reload_done
         self._lock = trio.Lock()
-        _MANAGERS[daemon] = self
 
     def load(self) -> Config:
         """Read and completely validate the file (startup: nothing runs yet)."""
@@ -375,11 +348,3 @@ class ConfigManager:
     def _log_warnings(config: Config) -> None:
         for warning in config.warnings:
             log.warning("configuration warning", path=config.path, warning=warning)
-
-
-_MANAGERS: WeakKeyDictionary[Daemon, ConfigManager] = WeakKeyDictionary()
-
-
-def manager_of(daemon: Daemon) -> ConfigManager | None:
-    """The configuration manager serving ``daemon``, if ``damond serve`` made one."""
-    return _MANAGERS.get(daemon)

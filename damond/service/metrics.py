@@ -1,32 +1,23 @@
-"""Prometheus metrics: rendered from the live daemon, exported three ways.
+"""Prometheus metrics: the daemon's state rendered in the text exposition format 0.0.4.
 
 :func:`render_metrics` reads the kdamonds' own counters and their running contexts directly
 (the scheme stats come from the schemes themselves, not from the sysfs ``stats`` files, which
-change only on ``update_schemes_stats``) and prints the text exposition format 0.0.4. Reading
-is safe without asking the kdamonds: they share the one trio thread and change their state only
-inside their own steps. Rendering costs a percentile over a bounded window per kdamond, so a
-scrape cannot slow sampling noticeably.
+change only on ``update_schemes_stats``). Reading is safe without asking the kdamonds: they
+share the one trio thread and change their state only inside their own steps. Rendering costs
+a percentile over a bounded window per kdamond, so a scrape cannot slow sampling noticeably.
 
-The same text is served by the ``metrics`` protocol command, written for node_exporter's
-textfile collector (:func:`textfile_exporter`: temporary file and rename, so the collector
-never reads half a file) and served over HTTP (:func:`serve_metrics_http`: ``GET /metrics``).
+The same text is shown three ways: the ``metrics`` protocol command (``Daemon.metrics_text``),
+a file for node_exporter's textfile collector (:mod:`damond.service.metrics_textfile`) and
+``GET /metrics`` (:mod:`damond.service.metrics_http`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
-import os
-import socket
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from itertools import islice
 from typing import TYPE_CHECKING
-
-import numpy as np
-import structlog
-import trio
 
 from damond import __version__
 
@@ -34,13 +25,12 @@ if TYPE_CHECKING:
     from damond.scheduler import Kdamond
     from damond.service.daemon import Daemon
 
-log = structlog.get_logger("damond.service.metrics")
-
 #: the exposition format's media type (what node_exporter and Prometheus expect)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 #: lateness percentiles cover this many recent samples (10 s at the default 5 ms sampling)
 LATENESS_SAMPLES = 2000
-LATENESS_QUANTILES = (0.5, 0.99)
+#: shown as the ``quantile`` label (percentile / 100: 0.5, 0.99)
+LATENESS_PERCENTILES = (50, 99)
 #: the scheme counters: (stats field, metric name, help)
 SCHEME_COUNTERS = (
     ("nr_tried", "damond_scheme_nr_tried_total",
@@ -156,9 +146,7 @@ def render_metrics(daemon: Daemon) -> str:
 
 
 def _render_config(daemon: Daemon, fam: _Families) -> None:
-    from damond.service.config import manager_of
-
-    manager = manager_of(daemon)
+    manager = daemon.config_manager
     if manager is None or manager.path is None:
         return
     s = manager.stats
@@ -169,17 +157,6 @@ def _render_config(daemon: Daemon, fam: _Families) -> None:
     reloads = fam("damond_config_reloads_total", "counter", "Configuration reloads by result")
     reloads.add(s.succeeded, result="success")
     reloads.add(s.failed, result="failure")
-
-
-def _recent_lateness(kd: Kdamond) -> list[float]:
-    """The lateness quantiles of the last ``LATENESS_SAMPLES`` samples, in seconds (walking
-    only those, not the whole kept history)."""
-    kept = kd.stats.lateness_s
-    n = min(len(kept), LATENESS_SAMPLES)
-    if not n:
-        return [0.0] * len(LATENESS_QUANTILES)
-    values = np.fromiter(islice(reversed(kept), n), dtype=np.float64, count=n)
-    return [float(v) for v in np.quantile(values, LATENESS_QUANTILES)]
 
 
 def _render_kdamond(fam: _Families, label: str, kd: Kdamond) -> None:
@@ -199,8 +176,9 @@ def _render_kdamond(fam: _Families, label: str, kd: Kdamond) -> None:
         "Wall-clock time of the kdamond's own work").add(s.busy_ns / 1e9, kdamond=label)
     lateness = fam("damond_kdamond_sample_lateness_seconds", "gauge",
                    f"Sampling lateness over the last {LATENESS_SAMPLES} samples, by quantile")
-    for q, value in zip(LATENESS_QUANTILES, _recent_lateness(kd), strict=True):
-        lateness.add(value, kdamond=label, quantile=format_value(q))
+    recent = s.percentiles(s.recent_lateness(LATENESS_SAMPLES), LATENESS_PERCENTILES)
+    for p, value in zip(LATENESS_PERCENTILES, recent, strict=True):
+        lateness.add(value, kdamond=label, quantile=format_value(p / 100))
     if not kd.running:
         return
     ctx = kd.ctx
@@ -217,187 +195,3 @@ def _render_kdamond(fam: _Families, label: str, kd: Kdamond) -> None:
         fam("damond_scheme_active", "gauge",
             "Whether the scheme's watermarks let it act").add(int(scheme.wmark_activated),
                                                                 **labels)
-
-
-# --------------------------------------------------------------------------------------------
-# node_exporter textfile
-# --------------------------------------------------------------------------------------------
-
-
-def write_textfile(path: str, text: str) -> None:
-    """Replace ``path`` with ``text`` atomically: a reader sees the old or the new file.
-
-    The temporary file is in the same directory (rename is atomic only within a file system)
-    and does not end in ``.prom``, so the collector never picks it up.
-    """
-    directory, base = os.path.split(os.path.abspath(path))
-    tmp = os.path.join(directory, f".{base}.{os.getpid()}.tmp")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-        with open(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)  # not subject to the umask: node_exporter runs as another user
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-async def textfile_exporter(daemon: Daemon, path: str, interval_s: float,
-                            task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
-                            ) -> None:
-    """Write the metrics to ``path`` now and every ``interval_s``; a last time when cancelled
-    (so the file does not claim kdamonds run after the daemon stopped).
-
-    The first write happens before reporting started: a path that cannot be written is a
-    startup error. Later failures are logged (once per distinct error) and retried.
-    """
-    await trio.to_thread.run_sync(write_textfile, path, render_metrics(daemon))
-    task_status.started()
-    last_error = None
-    try:
-        while True:
-            await trio.sleep(interval_s)
-            try:
-                await trio.to_thread.run_sync(write_textfile, path, render_metrics(daemon))
-                last_error = None
-            except OSError as e:
-                if str(e) != last_error:
-                    log.warning("metrics textfile not written", path=path, error=str(e))
-                    last_error = str(e)
-    finally:
-        with trio.CancelScope(shield=True):
-            try:
-                write_textfile(path, render_metrics(daemon))
-            except OSError as e:
-                log.warning("metrics textfile not written", path=path, error=str(e))
-
-
-# --------------------------------------------------------------------------------------------
-# HTTP
-# --------------------------------------------------------------------------------------------
-
-#: a request head larger than this is refused (a scraper sends a few hundred bytes)
-MAX_REQUEST_HEAD = 8192
-#: a client has this long to send its request and take the answer
-HTTP_TIMEOUT_S = 10.0
-#: connections handled at once; more are closed at once (a scrape endpoint needs few)
-MAX_HTTP_CLIENTS = 32
-#: after answering, unread request bytes are drained for this long (up to LINGER_BYTES) so
-#: that closing does not reset the connection before the client has read the answer
-LINGER_S = 1.0
-LINGER_BYTES = 1 << 20
-
-
-def parse_listen(text: str) -> tuple[str | None, int]:
-    """``HOST:PORT`` (``[v6]:PORT``; an empty host means every address) as (host, port)."""
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"--metrics-listen: expected HOST:PORT, got {text!r}")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    return (host or None), int(port)
-
-
-def _response(status: str, body: bytes, content_type: str, *, head: bool = False,
-              extra: str = "") -> bytes:
-    header = (f"HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\n"
-              f"Content-Length: {len(body)}\r\n{extra}Connection: close\r\n\r\n")
-    return header.encode("ascii") + (b"" if head else body)
-
-
-def http_answer(daemon: Daemon, head: bytes) -> bytes:
-    """The whole HTTP response to a request head (everything up to the empty line)."""
-    try:
-        request_line = head.split(b"\r\n", 1)[0].split(b"\n", 1)[0].decode("ascii")
-        method, target, version = request_line.split(" ")
-    except (UnicodeDecodeError, ValueError):
-        return _response("400 Bad Request", b"bad request\n", "text/plain")
-    if not version.startswith("HTTP/"):
-        return _response("400 Bad Request", b"bad request\n", "text/plain")
-    if method not in ("GET", "HEAD"):
-        return _response("405 Method Not Allowed", b"only GET and HEAD\n", "text/plain",
-                         extra="Allow: GET, HEAD\r\n")
-    path = target.split("?", 1)[0]
-    is_head = method == "HEAD"
-    if path == "/metrics":
-        return _response("200 OK", render_metrics(daemon).encode(), CONTENT_TYPE, head=is_head)
-    if path == "/":
-        body = b"damond: metrics at /metrics\n"
-        return _response("200 OK", body, "text/plain; charset=utf-8", head=is_head)
-    return _response("404 Not Found", b"not found; try /metrics\n", "text/plain", head=is_head)
-
-
-async def _read_head(stream: trio.abc.Stream) -> bytes | None:
-    data = b""
-    while b"\r\n\r\n" not in data and b"\n\n" not in data:
-        if len(data) > MAX_REQUEST_HEAD:
-            return None
-        chunk = await stream.receive_some(4096)
-        if not chunk:
-            return data if data else b""
-        data += chunk
-    return data
-
-
-async def _linger(stream: trio.SocketStream) -> None:
-    """Half-close, then read what the client still sends: closing a socket with unread data
-    makes the kernel send a reset, which can destroy the answer in flight."""
-    await stream.send_eof()
-    drained = 0
-    with trio.move_on_after(LINGER_S):
-        while drained < LINGER_BYTES and (chunk := await stream.receive_some(65536)):
-            drained += len(chunk)
-
-
-class _HttpServer:
-    def __init__(self, daemon: Daemon) -> None:
-        self.daemon = daemon
-        self.clients = 0
-
-    async def handle(self, stream: trio.SocketStream) -> None:
-        """Answer one request and close. Never raises: a client's trouble ends that client."""
-        try:
-            if self.clients >= MAX_HTTP_CLIENTS:
-                return
-            self.clients += 1
-            try:
-                with trio.move_on_after(HTTP_TIMEOUT_S):
-                    head = await _read_head(stream)
-                    if head is None:
-                        answer = _response("431 Request Header Fields Too Large",
-                                           b"request head too large\n", "text/plain")
-                    elif not head:
-                        return
-                    else:
-                        answer = http_answer(self.daemon, head)
-                    await stream.send_all(answer)
-                    await _linger(stream)
-            finally:
-                self.clients -= 1
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-            pass
-        except Exception:
-            log.exception("metrics HTTP client failed")
-        finally:
-            await trio.aclose_forcefully(stream)
-
-
-async def serve_metrics_http(daemon: Daemon, *, listen: str | None = None,
-                             sock: socket.socket | None = None,
-                             task_status: trio.TaskStatus[list[tuple]] = trio.TASK_STATUS_IGNORED
-                             ) -> None:
-    """Serve ``GET /metrics`` on ``listen`` (``HOST:PORT``) or an already-listening ``sock``
-    (socket activation) until cancelled; reports the bound addresses once listening."""
-    if sock is not None:
-        listeners = [trio.SocketListener(trio.socket.from_stdlib_socket(sock))]
-    else:
-        host, port = parse_listen(listen or "")
-        listeners = await trio.open_tcp_listeners(port, host=host)
-    addresses = [lst.socket.getsockname() for lst in listeners]
-    server = _HttpServer(daemon)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(trio.serve_listeners, server.handle, listeners)
-        log.info("metrics endpoint listening", addresses=[list(a[:2]) for a in addresses])
-        task_status.started(addresses)

@@ -43,7 +43,8 @@ from damond.service.config import (
     read_config,
 )
 from damond.service.daemon import Daemon
-from damond.service.metrics import serve_metrics_http, textfile_exporter
+from damond.service.metrics_http import serve_metrics_http
+from damond.service.metrics_textfile import textfile_exporter
 from damond.service.systemd import Notifier, listen_fds, pick_socket, watchdog, watchdog_interval
 
 log = structlog.get_logger("damond.service.serve")
@@ -98,6 +99,7 @@ class _Service:
         self.manager = ConfigManager(
             self.daemon, options.config, on_settings=self._apply_settings,
             on_reload_start=self._reload_started, on_reload_done=self._reload_done)
+        self.daemon.config_manager = self.manager  # for the reload command and the metrics
         self.socket_path: str | None = None
         self.log_level = options.log_level or DEFAULT_LOG_LEVEL
         #: the outcome of the last reload, kept in STATUS= until the next one

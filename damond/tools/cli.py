@@ -6,15 +6,21 @@ import argparse
 import sys
 
 from damond import __version__
+from damond.client import run_ctl
+from damond.service import logs
+from damond.tools import record, report
+from damond.tools.clitools import TOOL_LOG_LEVEL
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    # imported here: the in-process daemon (damond.api) stays out of the other commands
     from damond.tools.demo import run_demo
 
     return run_demo(seconds=args.seconds, seed=args.seed, sim=args.sim, output=args.output)
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
+    # imported here: the daemon's modules stay out of the other commands
     from damond.service.serve import ServeOptions, check_config_file, run_serve
 
     if args.check:
@@ -30,8 +36,6 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_ctl(args: argparse.Namespace) -> int:
-    from damond.client import run_ctl
-
     commands = args.commands
     if args.format is not None:
         if commands != ["dump"]:
@@ -52,7 +56,7 @@ def _positive_seconds(text: str) -> float:
 
 
 def _host_port(text: str) -> str:
-    from damond.service.metrics import parse_listen
+    from damond.service.metrics_http import parse_listen
 
     try:
         parse_listen(text)
@@ -126,8 +130,6 @@ def build_parser() -> argparse.ArgumentParser:
                      help="one command line, e.g. 'cat kdamonds/nr_kdamonds', 'dump', "
                           "'reload', 'metrics'")
     ctl.set_defaults(func=_cmd_ctl)
-    from damond.tools import record, report
-
     record.add_parsers(sub)
     report.add_parsers(sub)
     return parser
@@ -136,10 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from damond.service import logs
-
     serving = getattr(args, "func", None) is _cmd_serve
-    logs.configure(getattr(args, "log_level", None) or ("info" if serving else "warning"),
+    logs.configure(getattr(args, "log_level", None) or ("info" if serving else TOOL_LOG_LEVEL),
                    fmt=getattr(args, "log_format", "auto"))
     if not getattr(args, "func", None):
         parser.print_help()

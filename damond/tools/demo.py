@@ -19,14 +19,16 @@ import trio.testing
 from damond import api
 from damond.core.events import AggregationEvent
 from damond.plugins.sim_workload import MiB, default_workload
+from damond.tools import record, report
+from damond.tools.report.analysis import mean_access_over
 
 
 def run_demo(seconds: float = 10.0, seed: int = 1, sim: bool = False,
              output: str | None = None) -> int:
+    """Record the hot/cold workload and print three reports of it (``sim``: preview a reclaim
+    scheme instead); the exit status of the first step that failed, else 0."""
     if sim:
         return run_sim_preview(seconds, seed)
-    from damond.tools import record, report
-
     path = output or os.path.join(tempfile.mkdtemp(prefix="damond-demo-"), "damon.data")
     print(f"damond demo: recording 'python -m damond.tools.workload hotcold' (a 16 MiB mapping it "
           f"keeps writing, a 64 MiB one it never touches again) for {seconds:g} s -> {path}",
@@ -50,8 +52,6 @@ def run_demo(seconds: float = 10.0, seed: int = 1, sim: bool = False,
 
 
 def _mean_access(event: AggregationEvent, lo: int, hi: int) -> float:
-    from damond.tools.report.analysis import mean_access_over
-
     t = event.targets[0]
     return mean_access_over(t.start, t.end, t.nr_accesses, lo, hi)
 

@@ -4,21 +4,20 @@ trio memory streams."""
 from __future__ import annotations
 
 import functools
+from collections import deque
 
+import numpy as np
 import pytest
 import trio
 import trio.testing
 
-from damond.control.commands import (
-    Reply,
-    Session,
-    content_lines,
-    error_status,
-    escape_data_line,
-    unescape_data_line,
-)
-from damond.control_socket import ControlServer, RequestReader, TraceFeed
+from damond import control_socket
+from damond.control.commands import Reply, Session, content_lines
+from damond.control.protocol import error_status, escape_data_line, unescape_data_line
+from damond.control_socket import ControlServer, RequestReader, TraceFeed, resolve_group
+from damond.core.events import AggregationEvent, TargetSnapshot
 from damond.errors import DamonError
+from damond.scheduler import KdamondStats
 from damond.service.daemon import Daemon
 
 
@@ -196,10 +195,6 @@ def test_reader_open_quote_at_end_and_truncated_utf8():
 # -- trace buffering -----------------------------------------------------------------------------
 
 def test_trace_feed_drops_and_counts_when_full():
-    import numpy as np
-
-    from damond.core.events import AggregationEvent, TargetSnapshot
-
     def event(n: int) -> AggregationEvent:
         a = np.arange(n, dtype=np.uint64)
         t = TargetSnapshot(0, a, a + 1, np.zeros(n, np.int64), np.zeros(n, np.int64))
@@ -262,21 +257,26 @@ async def test_trace_stream_on_memory_stream(daemon, autojump_clock):
 # -- small pieces ---------------------------------------------------------------------------------
 
 def test_lateness_window_maps_sample_numbers():
-    from collections import deque
-
-    from damond.control.commands import lateness_window
-
     kept = deque([0.001 * i for i in range(6, 11)], maxlen=5)  # samples 6..10 are kept
-    values, first, last = lateness_window(kept, 10, 7, 9)
+    stats = KdamondStats(samples=10, lateness_s=kept)
+    values, first, last = stats.lateness_window(7, 9)
     assert (first, last) == (7, 9) and sorted(values) == pytest.approx([0.007, 0.008, 0.009])
-    values, first, last = lateness_window(kept, 10, 1, 100)
+    values, first, last = stats.lateness_window(1, 100)
     assert (first, last, len(values)) == (6, 10, 5)
-    assert len(lateness_window(kept, 10, 11, 20)[0]) == 0
+    assert len(stats.lateness_window(11, 20)[0]) == 0
+
+
+def test_lateness_percentiles_of_recent_samples():
+    stats = KdamondStats(samples=4, lateness_s=deque([0.004, 0.001, 0.002, 0.003]))
+    assert list(stats.recent_lateness(2)) == [0.003, 0.002]
+    assert list(stats.recent_lateness(2, skip=3)) == [0.004]
+    assert stats.percentiles(stats.recent_lateness(), (0, 50, 100)) == pytest.approx(
+        [0.001, 0.0025, 0.004])
+    assert stats.lateness_percentile(100, last_n=3) == pytest.approx(0.003)
+    assert KdamondStats().percentiles(KdamondStats().recent_lateness(), (50, 99)) == [0.0, 0.0]
 
 
 def test_default_socket_path(monkeypatch):
-    from damond import control_socket
-
     monkeypatch.setattr(control_socket.os, "geteuid", lambda: 0)
     assert control_socket.default_socket_path() == "/run/damond/damond.sock"
     monkeypatch.setattr(control_socket.os, "geteuid", lambda: 1000)
@@ -287,8 +287,6 @@ def test_default_socket_path(monkeypatch):
 
 
 def test_authorization_levels():
-    from damond.control_socket import resolve_group
-
     server = ControlServer(None, admin_gid=resolve_group("users"))
     assert server.is_admin(0, 0, set())
     assert server.is_admin(1000, 100, set())

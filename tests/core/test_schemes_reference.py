@@ -19,16 +19,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from damond.core.context import Context, Scheme, Target
+from damond.core.kdamond import apply_schemes, run_steps
 from damond.core.operations import SchemeAction
 from damond.core.regions import Regions
 from damond.core.schemes import (
-    apply_schemes,
-    finish_scheme_actions,
-    plan_scheme_actions,
     wait_activation_us,
     wmark_wait_us,
 )
-from damond.core.scores import cold_scores
 from damond.core.spec import (
     ACTIONS,
     AccessPatternSpec,
@@ -37,6 +34,7 @@ from damond.core.spec import (
     SchemeSpec,
     WatermarksSpec,
 )
+from damond.ops.common import cold_scores
 from tests.core import kernel_reference as kref
 
 ULONG_MAX = (1 << 64) - 1
@@ -162,13 +160,14 @@ def make_pair(targets_rows, scheme_descs, min_region, passed):
 
 
 def damond_pass(ctx: Context, ops: FakeOps, now_ms: int):
-    """One apply pass as ``apply_schemes`` does it, with a clock that does not move while
-    the actions are applied. Returns the actions as tuples, or None when nothing was due."""
-    actions = plan_scheme_actions(ctx, ops, now_ms)
+    """One apply pass exactly as the kdamond loop runs it (``damond.core.kdamond``), with a
+    clock that does not move while the actions are applied. Returns the actions as tuples, or
+    None when nothing was due."""
+    ctx.ops = ops
+    ctx.clock_ns = lambda: now_ms * 1_000_000
+    actions = run_steps(apply_schemes(ctx))
     if actions is None:
         return None
-    applied = ops.apply_scheme(ctx, actions) if actions else []
-    finish_scheme_actions(ctx, actions, applied, 0)
     return [(a.target_index, a.start, a.end, a.scheme_index) for a in actions]
 
 
@@ -579,7 +578,8 @@ def test_time_quota_uses_measured_throughput():
     ops = _SlowOps(clock)
     s = ctx.schemes[0]
 
-    apply_schemes(ctx, ops)
+    ctx.ops = ops
+    run_steps(apply_schemes(ctx))
     assert s.quota.esz == 4096 * 1024
     assert len(ops.applied_batches[-1]) == 10
     assert s.quota.total_charged_ns == 2_000_000
@@ -587,7 +587,8 @@ def test_time_quota_uses_measured_throughput():
 
     clock.ns = 1_000_000_000  # one reset interval later
     ctx.passed_sample_intervals = 40
-    apply_schemes(ctx, ops)
+    ctx.ops = ops
+    run_steps(apply_schemes(ctx))
     assert s.quota.total_charged_sz == 10 * P
     assert s.quota.esz == 10 * P * 1_000_000 // 2_000_000 == 5 * P
     assert [(a.start, a.end) for a in ops.applied_batches[-1]] == [
@@ -603,7 +604,8 @@ def test_apply_schemes_matches_reference_with_a_still_clock():
     ctx, kctx = make_pair([rows, rows[1:]], descs, P, 20)
     ctx.clock_ns = lambda: 0
     ops = FakeOps()
-    apply_schemes(ctx, ops)
+    ctx.ops = ops
+    run_steps(apply_schemes(ctx))
     want = kref_pass(kctx, 0)
     assert [(a.target_index, a.start, a.end, a.scheme_index)
             for a in ops.applied_batches[-1]] == want

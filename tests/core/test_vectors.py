@@ -16,8 +16,6 @@ from damond.core.attrs import validate_attrs
 from damond.core.quota import effective_size_quota, feed_loop_next_input, min_score_for
 from damond.core.regions import (
     Regions,
-    evenly_split,
-    init_regions_from_ranges,
     merge_regions,
     merge_regions_of,
     merge_two_regions,
@@ -26,9 +24,7 @@ from damond.core.regions import (
     split_nr_subs,
     split_region_at,
     split_regions_of,
-    three_regions,
 )
-from damond.core.scores import cold_scores, hot_scores
 from damond.core.spec import AttrsSpec
 from damond.errors import DamonError
 
@@ -145,41 +141,6 @@ def test_set_regions_aligns_to_min_region():
     assert out.ranges() == [(4096, 8192)]
 
 
-def test_three_regions_in_vmas():  # damon_test_three_regions_in_vmas
-    vmas = [(10, 20), (20, 25), (200, 210), (210, 220), (300, 305), (307, 330)]
-    assert three_regions(vmas, 1) == [(10, 25), (200, 220), (300, 330)]
-
-
-def test_three_regions_needs_two_gaps():
-    with pytest.raises(DamonError) as e:
-        three_regions([(0, 10), (10, 20), (30, 40)], 1)
-    assert e.value.errno_name == "EINVAL"
-
-
-@pytest.mark.parametrize("start,end,n", [(0, 100, 10), (5, 59, 5), (4, 6, 1), (0, 3, 2)])
-def test_evenly_split(start, end, n):  # damon_test_split_evenly_succ
-    pieces = evenly_split(start, end, n, 1)
-    width = (end - start) // n
-    assert len(pieces) == n
-    for i, (s, e) in enumerate(pieces):
-        assert s == start + i * width
-        assert e == (end if i == n - 1 else start + (i + 1) * width)
-
-
-@pytest.mark.parametrize("start,end,n", [(0, 100, 0), (5, 6, 2)])
-def test_evenly_split_fails(start, end, n):
-    with pytest.raises(DamonError):
-        evenly_split(start, end, n, 1)
-
-
-def test_init_regions_from_three():
-    # sz = 300 / 10 = 30: [0,100) -> 3 pieces, [200,260) -> 2, [400,540) -> 4
-    out = init_regions_from_ranges([(0, 100), (200, 260), (400, 540)], 10, 1)
-    assert [len(out.select((out.start >= a) & (out.end <= b)))
-            for a, b in [(0, 100), (200, 260), (400, 540)]] == [3, 2, 4]
-    assert out.total_size() == 300
-
-
 def test_region_sz_limit():
     rs = [Regions([0, 100], [100, 250]), Regions([1000], [1050])]
     assert region_sz_limit(rs, 10, 1) == 30  # (100 + 150 + 50) / 10
@@ -268,22 +229,6 @@ def test_effective_quota():
     # measured: 1 MiB in 2 ms -> 524288 bytes/ms
     assert effective_size_quota(10, 0, 1 << 20, 2_000_000) == 5242880
     assert effective_size_quota(10, 1 << 20, 1 << 20, 2_000_000) == 1 << 20
-
-
-ATTRS = AttrsSpec(sample_us=5000, aggr_us=100000)
-
-
-def _score(fn, nr, age, w_nr, w_age):
-    return int(fn(np.array([nr]), np.array([age]), ATTRS, w_nr, w_age)[0])
-
-
-def test_scores_worked_values():  # damon-semantics §3.4 worked values
-    assert _score(hot_scores, 0, 10, 0, 1) == 47
-    assert _score(cold_scores, 0, 10, 0, 1) == 52
-    assert _score(hot_scores, 0, 0, 0, 1) == 49
-    assert _score(cold_scores, 0, 0, 0, 1) == 50
-    assert _score(hot_scores, 20, 100, 1, 1) == 77
-    assert _score(cold_scores, 5, 3, 0, 0) == 99  # both weights zero
 
 
 def test_min_score_histogram():

@@ -5,6 +5,14 @@ from __future__ import annotations
 import pytest
 import trio
 
+from damond.core.spec import (
+    UINT_MAX,
+    ULONG_MAX,
+    AccessPatternSpec,
+    ContextSpec,
+    SchemeSpec,
+    TargetSpec,
+)
 from damond.errors import DamonError
 from damond.ops.registry import OperationsRegistry
 from damond.service.daemon import Daemon
@@ -103,3 +111,51 @@ async def test_sysfs_and_debugfs_exclude_each_other(daemon, autojump_clock):
     assert await errno_of(daemon, "/sys/kernel/debug/damon/mk_contexts", "foo\n") == "EBUSY"
     await write(daemon, "kdamonds/0/state", "off\n")
     assert read(daemon, "/sys/kernel/debug/damon/monitor_on") == "off\n"
+
+
+# -- the whole-tree methods a configuration file uses ----------------------------------------
+
+def _sim_context(nr_schemes: int) -> ContextSpec:
+    everything = AccessPatternSpec(max_sz=ULONG_MAX, max_nr_accesses=UINT_MAX, max_age=UINT_MAX)
+    return ContextSpec(ops="sim", targets=[TargetSpec()],
+                       schemes=[SchemeSpec(pattern=everything) for _ in range(nr_schemes)])
+
+
+def _stats_shown(d: Daemon, scheme: int) -> int:
+    return int(read(d, f"kdamonds/0/contexts/0/schemes/{scheme}/stats/nr_tried"))
+
+
+async def test_tree_methods_run_the_state_files_code(daemon, autojump_clock):
+    tree = daemon.sysfs
+    tree.set_context(0, _sim_context(2))  # a new kdamond directory right after the last
+    assert read(daemon, "kdamonds/nr_kdamonds") == "1\n"
+    assert read(daemon, "kdamonds/0/contexts/0/schemes/nr_schemes") == "2\n"
+    with pytest.raises(DamonError) as e:
+        await tree.commit_context(0, _sim_context(2))
+    assert e.value.errno_name == "EINVAL"  # as writing 'commit' to a stopped kdamond
+    await tree.turn_on(0)
+    with pytest.raises(DamonError) as e:
+        await tree.turn_on(0)
+    assert e.value.errno_name == "EBUSY"  # as writing 'on' twice
+    await trio.sleep(1)
+    await write(daemon, "kdamonds/0/state", "update_schemes_stats\n")
+    tried = [_stats_shown(daemon, i) for i in range(2)]
+    assert all(n > 0 for n in tried)
+    # committed online: the files show the new context, matched schemes keep their stats
+    await tree.commit_context(0, _sim_context(3))
+    assert read(daemon, "kdamonds/0/contexts/0/schemes/nr_schemes") == "3\n"
+    assert [_stats_shown(daemon, i) for i in range(3)] == [*tried, 0]
+    assert await tree.truncate(0) == [0]
+    assert read(daemon, "kdamonds/nr_kdamonds") == "0\n"
+    assert not daemon.scheduler.running
+
+
+async def test_stop_and_truncate_only_stop_what_runs(daemon, autojump_clock):
+    tree = daemon.sysfs
+    for i in range(3):
+        tree.set_context(i, _sim_context(0))
+    await tree.turn_on(1)
+    assert await tree.stop(0) is False
+    assert await tree.truncate(1) == [1]  # kdamond 2 was not running, 1 was
+    assert read(daemon, "kdamonds/nr_kdamonds") == "1\n"
+    assert await tree.stop(0) is False

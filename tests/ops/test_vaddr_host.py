@@ -14,13 +14,14 @@ import pytest
 
 from damond.errors import DamonError
 from damond.platform import page_idle
+from damond.platform.pagesize import PAGE_SIZE
 from damond.platform.zram import zram_swap
 from damond.tools.report import analysis
 from tests.control.conftest import Conn, damond, sockdir, start_damond  # noqa: F401 - fixtures
 from tests.ops.workloads import resident_pages, workload
 
 MiB = 1 << 20
-PAGE = 4096
+PAGE = PAGE_SIZE
 TRACE_LINE = re.compile(r"^kdamond\.\d+ \d+\.\d{6}: damon:damon_aggregated: target_id=\d+ "
                         r"nr_regions=\d+ \d+-\d+: \d+ \d+$")
 

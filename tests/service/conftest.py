@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.control.conftest import DAMOND, Conn, sockdir  # noqa: F401 - fixture
+from tests.control.conftest import DAMOND, Conn, dump, sockdir  # noqa: F401 - fixture
 
 START_TIMEOUT_S = 20.0
 
@@ -250,6 +250,4 @@ def samples(c: Conn, kdamond: int = 0) -> int:
 
 def tree_files(c: Conn) -> dict[str, tuple[list[str], str]]:
     """Every sysfs file's reply (data lines and status), by path."""
-    from tests.control.conftest import dump
-
     return dump(c, roots=("/sys/kernel/mm/damon/admin",))

@@ -4,13 +4,16 @@ broken file without touching the running configuration, and apply a valid one on
 from __future__ import annotations
 
 import signal
+import subprocess
 import time
 
 import pytest
 
 from damond.control.commands import Session
-from damond.service.config import parse_config
+from damond.errors import DamonError
+from damond.service.config import parse_config, read_config
 from damond.service.daemon import Daemon
+from tests.control.conftest import DAMOND
 from tests.service.conftest import (
     PAGEOUT_COLD,
     base_env,
@@ -208,10 +211,6 @@ def test_log_level_from_the_config_section(serve, notify, config_path):
 
 
 def test_config_check_option(tmp_path):
-    import subprocess
-
-    from tests.control.conftest import DAMOND
-
     good, bad = tmp_path / "good.json", tmp_path / "bad.yaml"
     write_config(str(good), [sim_kdamond()], fmt="json")
     write_config(str(bad), [sim_kdamond(max_regions=5)])
@@ -227,9 +226,6 @@ def test_format_from_extension_or_content(tmp_path):
     text_json = '{"kdamonds": []}'
     assert parse_config(text_json).specs == []
     assert parse_config("kdamonds: []\n").specs == []
-    from damond.errors import DamonError
-    from damond.service.config import read_config
-
     p = tmp_path / "conf.json"
     p.write_text("kdamonds: []\n")  # YAML in a .json file: the extension decides
     with pytest.raises(DamonError, match="not valid JSON"):

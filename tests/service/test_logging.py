@@ -10,6 +10,8 @@ import re
 import signal
 import tempfile
 
+import structlog
+
 from damond.service import logs
 from tests.service.conftest import base_env, sim_kdamond, write_config
 
@@ -83,8 +85,6 @@ def test_nothing_is_logged_per_sample(serve, notify, config_path):
 def test_configure_in_process():
     buf = io.StringIO()
     assert logs.configure("warning", fmt="json", stream=buf) is True
-    import structlog
-
     log = structlog.get_logger("t")
     log.info("hidden")
     log.warning("shown", x=1)

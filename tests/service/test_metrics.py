@@ -16,8 +16,10 @@ import urllib.request
 
 import pytest
 
-from damond.control.commands import unescape_data_line
-from damond.service.metrics import Family, format_value, http_answer, parse_listen, write_textfile
+from damond.control.protocol import unescape_data_line
+from damond.service.metrics import Family, format_value
+from damond.service.metrics_http import http_answer, parse_listen
+from damond.service.metrics_textfile import write_textfile
 from tests.service.conftest import PAGEOUT_COLD, base_env, sim_kdamond, write_config
 
 _NAME = r"[a-zA-Z_:][a-zA-Z0-9_:]*"

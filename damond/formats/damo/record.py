@@ -6,8 +6,8 @@ damo reads three self-describing types (``_damo_records.py`` ``parse_records_fil
 * ``json_compressed`` (damo's default): one zlib stream of a JSON list of records, one record per
   (kdamond, context, intervals, target), each with its snapshots;
 * ``json``: the same list uncompressed;
-* ``perf_script``: the text ``perf script`` prints for ``damon:damon_aggregated``, one line per
-  region.
+* ``perf_script``: the text ``perf script`` prints for the ``damon_aggregated`` tracepoint, one
+  line per region (formatted and parsed by ``damond.interfaces.tracepoint``).
 
 The JSON keys and number forms are what damo 3.4.3 writes (``DamonRecord.to_kvpairs(raw=True)``,
 ``DamonSnapshot.to_kvpairs`` and ``DamonRegion.to_kvpairs`` with its *default* ``raw=False``):
@@ -54,7 +54,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from damond.core.events import AggregationEvent, TargetSnapshot
-from damond.formats.damo.kdamonds import (
+from damond.formats.damo.units import (
     DamoTextError,
     text_to_bytes,
     text_to_nr,
@@ -62,6 +62,7 @@ from damond.formats.damo.kdamonds import (
     text_to_percent,
     text_to_us,
 )
+from damond.interfaces import tracepoint
 
 OUTPUT_TYPES = ("json_compressed", "json", "perf_script")
 
@@ -233,19 +234,10 @@ class RecordWriter:
                 f'"total_bytes": "{total}", "damos_stats": null, "sample_interval_us": null}}')
 
     @staticmethod
-    def _perf_line_head(kdamond_index: int, end_ns: int) -> str:
-        sec, nsec = divmod(end_ns, 1_000_000_000)
-        return (f"kdamond.{kdamond_index} {os.getpid()} [000] {sec}.{nsec // 1000:06d}: "
-                "damon:damon_aggregated: ")
-
-    def _perf_lines(self, event: AggregationEvent, t: TargetSnapshot) -> str:
-        head = (f"{self._perf_line_head(event.kdamond_index, event.end_ns)}"
-                f"target_id={t.target_index} nr_regions={t.nr_regions} ")
-        return "".join([
-            f"{head}{s}-{e}: {a} {g}\n"
-            for s, e, a, g in zip(t.start.tolist(), t.end.tolist(), t.nr_accesses.tolist(),
-                                  t.age.tolist(), strict=True)
-        ])
+    def _perf_lines(event: AggregationEvent, t: TargetSnapshot) -> str:
+        """``perf script``'s lines for one target, as this process's thread printed them."""
+        return "".join([line + "\n"
+                        for line in tracepoint.format_target_lines(event, t, pid=os.getpid())])
 
     # -- writing the file -------------------------------------------------------------------
 
@@ -304,8 +296,9 @@ class RecordWriter:
         perf lines carry end times only, and damo deduces the first start from the second."""
         kd = self._perf_context[0] if self._perf_context else 0
         return "".join(
-            f"{self._perf_line_head(kd, 2 * end - start)}target_id={target} nr_regions=1 "
-            "0-0: -1 -1\n"
+            tracepoint.format_region_lines(
+                tracepoint.format_head(kd, 2 * end - start, pid=os.getpid()), target,
+                [0], [0], [-1], [-1])[0] + "\n"
             for target, (count, (start, end)) in self._perf_targets.items() if count == 1
         )
 
@@ -514,57 +507,25 @@ def _is_fake(s: RecordedSnapshot) -> bool:
             and int(s.nr_accesses[0]) == -1 and int(s.age[0]) == -1)
 
 
-def _timestamp_ns(token: str) -> int:
-    """``"82877.315633"`` in nanoseconds, exactly (damo goes through a float)."""
-    sec, _, frac = token.partition(".")
-    return int(sec) * 1_000_000_000 + int((frac + "000000000")[:9])
-
-
 def _read_perf_script(text: str) -> list[RecordedSnapshot]:
-    """``damon:damon_aggregated`` lines of ``perf script`` (or ``trace-cmd report``) output,
-    grouped like damo does: per target_id, a snapshot per ``nr_regions`` consecutive lines."""
-    per_target: dict[int, list[tuple[int, int, list]]] = {}
-    for line in text.splitlines():
-        parsed = _parse_aggregated_line(line)
-        if parsed is None:
-            continue
-        end_ns, target, nr_regions, region = parsed
-        snapshots = per_target.setdefault(target, [])
-        if not snapshots or len(snapshots[-1][2]) == snapshots[-1][1]:
-            snapshots.append((end_ns, nr_regions, []))
-        snapshots[-1][2].append(region)
+    """``damon_aggregated`` lines of ``perf script`` (or ``trace-cmd report``) output, grouped
+    like damo does (``tracepoint.group_snapshots``); lines without a time stamp are skipped.
+    Pre-5.18 lines (no age) get age -1."""
+    events = (e for e in tracepoint.parse_lines(text.splitlines()) if e.time_ns is not None)
     out = []
-    for target, snapshots in per_target.items():
-        ends = [s[0] for s in snapshots]
-        for i, (end_ns, _, regions) in enumerate(snapshots):
+    for target, snapshots in tracepoint.group_snapshots(events, missing_age=-1).items():
+        ends = [s.end_ns for s in snapshots]
+        for i, traced in enumerate(snapshots):
+            end_ns = traced.end_ns
             if i:
                 start_ns = ends[i - 1]
             elif len(ends) > 1:  # damo: the first one lasted as long as the average
                 start_ns = end_ns - (ends[-1] - ends[0]) // (len(ends) - 1)
             else:
                 start_ns = end_ns
-            columns = list(zip(*regions, strict=True))
-            snapshot = RecordedSnapshot(
-                0, 0, target, start_ns, end_ns, None, None,
-                np.array(columns[0], dtype=np.uint64), np.array(columns[1], dtype=np.uint64),
-                np.array(columns[2], dtype=np.int64), np.array(columns[3], dtype=np.int64))
+            t = traced.regions
+            snapshot = RecordedSnapshot(0, 0, target, start_ns, end_ns, None, None, t.start,
+                                        t.end, t.nr_accesses, t.age)
             if not (_is_fake(snapshot) and i == len(snapshots) - 1):
                 out.append(snapshot)
     return out
-
-
-def _parse_aggregated_line(line: str) -> tuple[int, int, int, tuple[int, ...]] | None:
-    """(end_ns, target_id, nr_regions, (start, end, nr_accesses, age)), or None for any other
-    line (headers, other events, a malformed line)."""
-    fields = line.split()
-    event = next((i for i, f in enumerate(fields) if f.endswith("damon_aggregated:")), 0)
-    rest = fields[event + 1:]
-    if event == 0 or len(rest) < 4 or not rest[0].startswith("target_id="):
-        return None
-    try:
-        start, _, end = rest[2].rstrip(":").partition("-")
-        age = int(rest[4]) if len(rest) > 4 else -1
-        return (_timestamp_ns(fields[event - 1].rstrip(":")), int(rest[0].split("=")[1]),
-                int(rest[1].split("=")[1]), (int(start), int(end), int(rest[3]), age))
-    except ValueError:
-        return None

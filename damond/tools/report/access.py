@@ -6,8 +6,8 @@ and age both as time and in aggregation intervals (DAMOS's ``age`` unit).
 
 from __future__ import annotations
 
-from damond.formats.damo.kdamonds import format_sz, format_time_ns
 from damond.formats.damo.record import RecordedSnapshot
+from damond.formats.damo.units import format_sz, format_time_ns
 from damond.tools.report.source import ReportError, Series
 
 

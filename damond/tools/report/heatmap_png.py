@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from damond.formats.damo.kdamonds import format_sz
+from damond.formats.damo.units import format_sz
 from damond.tools.report.heatmap import Heatmap
 from damond.tools.report.source import ReportError
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from damond.formats.damo.kdamonds import format_sz, format_time_ns
+from damond.formats.damo.units import format_sz, format_time_ns
 from damond.tools.report.heatmap import Heatmap
 
 STYLES = {"digits": "0123456789", "shades": ".,:-=+*#%@"}

@@ -3,11 +3,14 @@ control socket: what ``damond record --socket`` writes to a file and what ``damo
 --socket`` reports on.
 
 Only reads: the intervals with ``cat``, then the ``trace`` stream (grouped back into
-aggregations by ``analysis.TraceGrouper``), and the kdamond's ``state`` once a second on a
+aggregations by ``tracepoint.TraceGrouper``), and the kdamond's ``state`` once a second on a
 second connection, to end when the kdamond is turned off. Recording therefore never changes
 the daemon's configuration, works for read-only users, and any number of recorders can watch
 one kdamond. The intervals are read once: a commit that changes them while recording is not
 followed (the events keep the intervals read at the start).
+
+It is a client like ``damond ctl``: it speaks the wire text through ``damond.control.protocol``
+(status and note lines, data-line escaping) and imports no server module.
 """
 
 from __future__ import annotations
@@ -17,8 +20,18 @@ from collections.abc import Callable
 
 import trio
 
+from damond.control.protocol import (
+    OK,
+    LineSplitter,
+    encode_request,
+    error_text,
+    is_error,
+    is_note,
+    parse_dropped_note,
+    unescape_data_line,
+)
 from damond.core.events import AggregationEvent
-from damond.tools.report.analysis import TraceGrouper
+from damond.interfaces.tracepoint import TraceGrouper
 
 STATE_POLL_S = 1.0
 Push = Callable[[AggregationEvent], None]
@@ -38,8 +51,8 @@ class _Lines:
 
     def __init__(self, stream: trio.abc.Stream) -> None:
         self.stream = stream
-        self._lines: deque[bytes] = deque()
-        self._partial = b""
+        self._lines: deque[str] = deque()
+        self._splitter = LineSplitter()
 
     async def readline(self) -> str | None:
         """The next line without its newline; None at the end of the stream."""
@@ -47,9 +60,8 @@ class _Lines:
             data = await self.stream.receive_some(1 << 16)
             if not data:
                 return None
-            *complete, self._partial = (self._partial + data).split(b"\n")
-            self._lines.extend(complete)
-        return self._lines.popleft().decode("utf-8", "replace")
+            self._lines.extend(self._splitter.feed(data))
+        return self._lines.popleft()
 
 
 class _Connection:
@@ -66,17 +78,17 @@ class _Connection:
                                     f"{e.strerror or e}", status=2) from None
 
     async def command(self, line: str) -> list[str]:
-        """Data lines of a command that must answer OK."""
+        """Data lines (unescaped, notes left out) of a command that must answer OK."""
         try:
-            await self.stream.send_all(line.encode() + b"\n")
+            await self.stream.send_all(encode_request(line))
             data = []
             while (reply := await self.lines.readline()) is not None:
-                if reply == "OK":
+                if reply == OK:
                     return data
-                if reply.startswith("ERR "):
-                    raise DaemonSourceError(f"{line!r} failed: {reply[4:]}")
-                if not reply.startswith("# "):
-                    data.append(reply)
+                if is_error(reply):
+                    raise DaemonSourceError(f"{line!r} failed: {error_text(reply)}")
+                if not is_note(reply):
+                    data.append(unescape_data_line(reply))
         except (OSError, trio.BrokenResourceError) as e:
             raise DaemonSourceError(f"connection to the daemon lost: {e}") from None
         raise DaemonSourceError(f"the daemon closed the connection during {line!r}")
@@ -143,14 +155,15 @@ class DaemonKdamond:
                           on_dropped: Callable[[int], None]) -> str:
         """Feed trace lines to ``grouper`` until the stream ends; why it ended."""
         try:
-            await conn.stream.send_all(b"trace\n")
+            await conn.stream.send_all(encode_request("trace"))
             status = await conn.lines.readline()
-            if status != "OK":
+            if status != OK:
                 return f"'trace' failed: {status}"
             while (line := await conn.lines.readline()) is not None:
-                if line.startswith("# dropped "):
-                    on_dropped(int(line.split()[2]))
-                elif (event := grouper.feed(line)) is not None:
+                if is_note(line):
+                    if (dropped := parse_dropped_note(line)) is not None:
+                        on_dropped(dropped)
+                elif (event := grouper.feed(unescape_data_line(line))) is not None:
                     push(event)
         except (OSError, trio.BrokenResourceError) as e:
             return f"connection to the daemon lost: {e}"

@@ -8,9 +8,11 @@ the same on damo's files, damond's files and live data.
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from damond.client import client_socket_path
 from damond.core.events import AggregationEvent
 from damond.formats.damo.record import RecordedSnapshot, read_record
 
@@ -73,11 +75,9 @@ def load_snapshots(args: argparse.Namespace) -> list[RecordedSnapshot]:
 
 
 def _live(args: argparse.Namespace) -> list[RecordedSnapshot]:
-    import sys
-
+    # imported here: trio (about 50 ms) is only needed when reading a daemon, not a file
     import trio
 
-    from damond.client import client_socket_path
     from damond.tools.report.live import DaemonSourceError, collect
 
     path = client_socket_path(args.socket)

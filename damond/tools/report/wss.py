@@ -15,7 +15,7 @@ which only differs for several targets).
 
 from __future__ import annotations
 
-from damond.formats.damo.kdamonds import format_sz
+from damond.formats.damo.units import format_sz
 from damond.tools.report import analysis
 from damond.tools.report.source import Series
 

@@ -5,12 +5,8 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import random
-import shutil
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -34,11 +30,9 @@ from damond.core.spec import (
 )
 from damond.errors import DamonError
 from damond.formats.damo import kdamonds as dk
+from tests.formats.damo.damo_tool import needs_damo, run_damo, run_python_or_damo
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
-DAMO = shutil.which("damo", path=str(Path(sys.executable).parent)) or shutil.which("damo")
-needs_damo = pytest.mark.skipif(DAMO is None, reason="damo (pip install damo==3.4.3) not found")
-
 # Runs damo's own loader (_damon_args.kdamonds_from_*_arg) and sysfs writer
 # (_damon_sysfs.stage_kdamonds) in damo's dry-run mode, against a throw-away sysfs root that only
 # says "apply_interval_us exists", and prints {file: {"error": ..., "writes": {path: value}}}.
@@ -74,34 +68,6 @@ for path in sys.argv[1:]:
     out[path] = {'error': err, 'writes': writes}
 print(json.dumps(out))
 """
-
-# damo's number parsers on a list of JSON inputs: [[type name, value] or ["error"], ...]
-DAMO_PARSE = r"""
-import json, os, sys
-import damo
-sys.path.insert(0, os.path.dirname(damo.__file__))
-import _damo_fmt_str as f
-out = []
-for name, value in json.load(sys.stdin):
-    try:
-        r = getattr(f, name)(value)
-        out.append([type(r).__name__, r])
-    except Exception:
-        out.append(['error'])
-print(json.dumps(out))
-"""
-
-
-def run_python_or_damo(argv: list[str], **kwargs) -> subprocess.CompletedProcess:
-    """damo caches probes of the live kernel in ~/.damo.sysinfo: give it a throw-away HOME."""
-    with tempfile.TemporaryDirectory(prefix="damo-home-") as home:
-        return subprocess.run(argv, capture_output=True, text=True, timeout=300,
-                              env={**os.environ, "HOME": home}, **kwargs)
-
-
-def run_damo(*args: str) -> subprocess.CompletedProcess:
-    return run_python_or_damo([DAMO, *args])
-
 
 def damo_sysfs_writes(paths: list[Path]) -> dict[str, dict]:
     res = run_python_or_damo([sys.executable, "-c", DAMO_DRYRUN, *map(str, paths)], check=True)
@@ -394,26 +360,6 @@ def test_tricky_human_values_convert_exactly_like_damo(tmp_path: Path) -> None:
     assert warnings == []
     assert specs[0].contexts[0].schemes[0].pattern.min_nr_accesses == 19  # 29% of 66.67: 19.33
     assert_damo_writes(damo_sysfs_writes([path])[str(path)], specs)
-
-
-@needs_damo
-def test_number_parsers_match_damos() -> None:
-    inputs = ["0", "1,000", "max", "min", "1.5", "-3", "1e3", " 7 ", "12 B", "4K", "4 KiB",
-              "1.5 MiB", "3GB", "12.345 MiB", "99 EiB", "5ms", "5 ms", "1 s 200 ms", "2m", "2 m",
-              "1 h 1 m 1 s", "1.5 d", "30 s", "7", "0.7 %", "29 %", "50.05 %", "100%", "1,000 %",
-              "abc", "", "5 parsecs", "1 2 3", 7, 7.5, 18446744073709551615, True, None]
-    names = ["text_to_nr", "text_to_bytes", "text_to_ns", "text_to_us", "text_to_ms",
-             "text_to_percent", "text_to_permil", "text_to_bp"]
-    cases = [(n, v) for n in names for v in inputs]
-    res = run_python_or_damo([sys.executable, "-c", DAMO_PARSE], input=json.dumps(cases),
-                             check=True)
-    for (name, value), damo_out in zip(cases, json.loads(res.stdout), strict=True):
-        try:
-            mine = getattr(dk, name)(value)
-            got = [type(mine).__name__, mine]
-        except dk.DamoTextError:
-            got = ["error"]
-        assert got == damo_out, (name, value)
 
 
 # --- generated specs -------------------------------------------------------------------------

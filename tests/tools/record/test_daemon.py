@@ -11,10 +11,11 @@ import time
 
 import pytest
 
-from damond.core.events import format_tracepoint_lines
 from damond.formats.damo.record import read_record
+from damond.interfaces.tracepoint import TraceGrouper
+from damond.interfaces.tracepoint import format_lines as format_tracepoint_lines
+from damond.interfaces.tracepoint import parse_head as parse_trace_head
 from damond.tools import report
-from damond.tools.report.analysis import TraceGrouper, parse_trace_head
 from tests.control.conftest import damond, sockdir, start_damond, start_sim_kdamond  # noqa: F401
 from tests.tools import synthetic
 
