@@ -37,6 +37,7 @@ from damond.control.protocol import (
 from damond.control.syntax import Incomplete, Step, echo_payload, parse
 from damond.errors import DamonError
 from damond.formats.damo.kdamonds import dump_kdamonds
+from damond.interfaces.tracepoint import EVENT_NAME
 from damond.interfaces.vfs import SYSFS_ADMIN, Node, Resolved
 
 if TYPE_CHECKING:
@@ -453,7 +454,7 @@ def _features_lines(s: Session, machine: list[str]) -> list[str]:
         "additions avail_operations, fvaddr and the commit state keyword)",
         "interface debugfs: yes (/sys/kernel/debug/damon: attrs, target_ids, init_regions, "
         "schemes, monitor_on, kdamond_pid, mk_contexts, rm_contexts; v5.18 semantics)",
-        "interface tracepoint: yes (damon:damon_aggregated, v5.18 text form, via 'trace')",
+        f"interface tracepoint: yes ({EVENT_NAME}, v5.18 text form, via 'trace')",
     ]
     records = {r.name: r for r in s.daemon.registry.records()}
     for name in [*records, *(n for n in KERNEL_OPERATIONS if n not in records)]:
@@ -600,7 +601,7 @@ async def _metrics(s: Session, step: Step) -> Reply:
 
 
 @_command("trace", "trace [COUNT]",
-          "stream damon:damon_aggregated events (COUNT of them, or until you close)")
+          f"stream {EVENT_NAME} events (COUNT of them, or until you close)")
 async def _trace(s: Session, step: Step) -> Reply:
     if len(step.argv) > 2:
         raise DamonError("EINVAL", "too many arguments", step.argv[0])

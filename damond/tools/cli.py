@@ -7,9 +7,6 @@ import sys
 
 from damond import __version__
 from damond.client import run_ctl
-from damond.service import logs
-from damond.tools import record, report
-from damond.tools.clitools import TOOL_LOG_LEVEL
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -65,6 +62,33 @@ def _host_port(text: str) -> str:
     return text
 
 
+def _add_ctl_parser(sub) -> None:
+    ctl = sub.add_parser(
+        "ctl", help="send commands to a running damond",
+        description="Send each COMMAND as one protocol line (or standard input as it is) "
+                    "and print the answers: data on stdout, errors on stderr. Exit status 1 "
+                    "if a command failed, 2 if the daemon cannot be reached.")
+    ctl.add_argument("--socket", metavar="PATH",
+                     help="control socket path (default: $DAMOND_SOCKET, your own daemon's "
+                          "socket, then /run/damond/damond.sock)")
+    ctl.add_argument("--format", choices=["json", "yaml"], default=None,
+                     help="with 'dump': the format of the dumped configuration "
+                          "(default: json)")
+    ctl.add_argument("commands", nargs="*", metavar="COMMAND",
+                     help="one command line, e.g. 'cat kdamonds/nr_kdamonds', 'dump', "
+                          "'reload', 'metrics'")
+    ctl.set_defaults(func=_cmd_ctl)
+
+
+def _ctl_only_parser() -> argparse.ArgumentParser:
+    """The ``damond`` parser with only its ``ctl`` command: ``damond ctl`` is run from scripts
+    and loops, so it loads the protocol client alone (no numpy, trio or logging setup)."""
+    parser = argparse.ArgumentParser(
+        prog="damond", description="DAMON and DAMOS as a user-space daemon")
+    _add_ctl_parser(parser.add_subparsers(dest="command", metavar="COMMAND"))
+    return parser
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="damond", description="DAMON and DAMOS as a user-space daemon")
@@ -115,27 +139,25 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--seed", type=int, default=None,
                        help="seed of the random generators (reproducible runs)")
     serve.set_defaults(func=_cmd_serve)
-    ctl = sub.add_parser(
-        "ctl", help="send commands to a running damond",
-        description="Send each COMMAND as one protocol line (or standard input as it is) "
-                    "and print the answers: data on stdout, errors on stderr. Exit status 1 "
-                    "if a command failed, 2 if the daemon cannot be reached.")
-    ctl.add_argument("--socket", metavar="PATH",
-                     help="control socket path (default: $DAMOND_SOCKET, your own daemon's "
-                          "socket, then /run/damond/damond.sock)")
-    ctl.add_argument("--format", choices=["json", "yaml"], default=None,
-                     help="with 'dump': the format of the dumped configuration "
-                          "(default: json)")
-    ctl.add_argument("commands", nargs="*", metavar="COMMAND",
-                     help="one command line, e.g. 'cat kdamonds/nr_kdamonds', 'dump', "
-                          "'reload', 'metrics'")
-    ctl.set_defaults(func=_cmd_ctl)
+    _add_ctl_parser(sub)
+    # imported here: the record and report tools bring numpy and trio, which 'damond ctl'
+    # (parsed by _ctl_only_parser) must not pay for on every call
+    from damond.tools import record, report
+
     record.add_parsers(sub)
     report.add_parsers(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["ctl"]:
+        args = _ctl_only_parser().parse_args(argv)
+        return args.func(args)
+    # imported here, for the same reason as the tools in build_parser
+    from damond.service import logs
+    from damond.tools.clitools import TOOL_LOG_LEVEL
+
     parser = build_parser()
     args = parser.parse_args(argv)
     serving = getattr(args, "func", None) is _cmd_serve

@@ -150,6 +150,21 @@ def test_the_ctl_client_loads_neither_numpy_nor_the_server():
     assert not server, server
 
 
+def test_damond_ctl_loads_neither_numpy_nor_trio_nor_the_server(tmp_path):
+    """The whole ``damond ctl`` command, not only its client module: it runs in loops of
+    scripts, so the CLI must not build the heavy record/report parsers for it."""
+    sock = str(tmp_path / "absent.sock")
+    modules = _imported_modules(
+        "import sys\n"
+        "from damond.tools.cli import main\n"
+        f"rc = main(['ctl', '--socket', {sock!r}, 'cat kdamonds/nr_kdamonds'])\n"
+        "sys.exit(0 if rc == 2 else 1)")
+    assert "damond.client" in modules
+    heavy = {m for m in modules if m.split(".")[0] in ("numpy", "trio", "structlog")}
+    assert not heavy, sorted(heavy)[:5]
+    assert not {m for m in modules if m.startswith(SERVER_MODULES)}
+
+
 def test_the_protocol_module_imports_only_the_standard_library():
     modules = _imported_modules("import damond.control.protocol")
     assert {m for m in modules if m.startswith("damond")} == {
