@@ -275,3 +275,75 @@ def test_run_helper_is_reproducible():
         for tx, ty in zip(x.targets, y.targets, strict=True):
             assert tx.start.tolist() == ty.start.tolist()
             assert tx.nr_accesses.tolist() == ty.nr_accesses.tolist()
+
+
+async def test_walk_schemes_returns_the_next_pass_tried_regions(registry, autojump_clock):
+    # 6.2+ update_schemes_tried_regions: every region a scheme tried during its next pass
+    ctx = api.context("sim", targets=[api.target()], schemes=[
+        api.scheme("stat"), api.scheme("stat", nr_accesses=(1, None))])
+    async with api.session(registry, seed=3) as s:
+        kd = await s.start(ctx)
+        await trio.sleep(0.5)
+        before = await kd.call(lambda c: c.schemes[0].stats.nr_tried)
+        control = await kd.walk_schemes()
+        after = await kd.call(lambda c: (c.schemes[0].stats.nr_tried,
+                                         [(int(a), int(b)) for a, b in zip(
+                                             c.targets[0].regions.start,
+                                             c.targets[0].regions.end, strict=True)]))
+        bytes_only = await kd.walk_schemes(total_bytes_only=True)
+        await kd.stop()
+    assert not control.canceled
+    tried = control.regions[0]
+    # the match-everything stat scheme tried every region of one pass, in address order
+    assert 0 < len(tried) <= after[0] - before
+    assert [r.start for r in tried] == sorted(r.start for r in tried)
+    assert sum(r.end - r.start for r in tried) == control.total_bytes[0]
+    spans = after[1]
+    assert control.total_bytes[0] == sum(e - b for b, e in spans)
+    assert control.regions[1] and all(r.nr_accesses >= 1 for r in control.regions[1])
+    assert bytes_only.regions == {} and bytes_only.total_bytes[0] == control.total_bytes[0]
+
+
+async def test_walk_schemes_is_canceled_without_schemes_and_busy_twice(registry,
+                                                                       autojump_clock):
+    async with api.session(registry, seed=3) as s:
+        kd = await s.start(api.context("sim", targets=[api.target()]))
+        control = await kd.walk_schemes()
+        assert control.canceled
+        await kd.stop()
+    slow = api.scheme("stat", apply_interval_us=2_000_000)
+    async with api.session(registry, seed=3) as s:
+        kd = await s.start(api.context("sim", targets=[api.target()], schemes=[slow]))
+        results = []
+
+        async def walk():
+            try:
+                results.append(await kd.walk_schemes())
+            except DamonError as e:
+                results.append(e.errno_name)
+
+        async with trio.open_nursery() as n:
+            n.start_soon(walk)
+            await trio.sleep(0.1)
+            n.start_soon(walk)
+        await kd.stop()
+    assert results[0] == "EBUSY" and not results[1].canceled
+
+
+async def test_intervals_goal_tunes_a_running_kdamond(registry, autojump_clock):
+    from damond.core.spec import IntervalsGoalSpec
+
+    # a hot workload sees far more than 4% of the possible access events: intervals shrink
+    workload = {"seed": 1, "ranges": [{"name": "hot", "size": 64 * MiB, "p": 0.9}]}
+    goal = IntervalsGoalSpec(access_bp=400, aggrs=3, min_sample_us=1000, max_sample_us=10_000)
+    ctx = api.context("sim", attrs=AttrsSpec(sample_us=5000, aggr_us=100_000,
+                                             intervals_goal=goal),
+                      targets=[api.target(workload=workload)])
+    async with api.session(registry, seed=1) as s:
+        kd = await s.start(ctx)
+        await trio.sleep(3.0)
+        tuned = await kd.call(lambda c: (c.attrs.sample_us, c.attrs.aggr_us, c.aggr_samples))
+        await kd.stop()
+    sample_us, aggr_us, samples = tuned
+    assert samples == 20 and aggr_us == sample_us * 20
+    assert 1000 <= sample_us < 5000

@@ -1,8 +1,8 @@
 """Monitoring attributes: validation and the arithmetic derived from them.
 
 The attributes themselves are ``damond.core.spec.AttrsSpec`` (the user's values); a running context
-keeps its own copy. Rules follow ``damon_set_attrs()`` of Linux v6.16 minus the v6.15 intervals
-auto-tuning goal, which damond's 5.18/5.19 interface does not expose.
+keeps its own copy. Rules follow ``damon_set_attrs()`` of Linux 6.18; the v6.15 intervals goal is
+checked in ``damond.core.build.validate_intervals_goal`` and applied by ``damond.core.intervals``.
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 from damond.core.access import reset_aggregated, update_access_rates, window_length
 from damond.core.attrs import sample_interval
 from damond.core.context import Context
+from damond.core.intervals import tune_intervals
 from damond.core.operations import SchemeAction
 from damond.core.regions import (
     Regions,
@@ -33,7 +34,12 @@ from damond.core.regions import (
     split_nr_subs,
     split_regions_of,
 )
-from damond.core.schemes import finish_scheme_actions, plan_scheme_actions, wait_activation_us
+from damond.core.schemes import (
+    finish_scheme_actions,
+    plan_scheme_actions,
+    wait_activation_us,
+    walk_cancel,
+)
 
 # ---------------------------------------------------------------------------------------------
 # effects: what the loop asks of its driver
@@ -122,8 +128,18 @@ def kdamond_iteration(ctx: Context) -> Steps[bool]:
     yield SERVE_REQUESTS
     if ctx.schemes:
         yield from apply_schemes(ctx)
+    else:
+        walk_cancel(ctx)
     sample = sample_interval(ctx.attrs)
     if aggregate:
+        if (ctx.attrs.intervals_goal.aggrs
+                and ctx.passed_sample_intervals >= ctx.next_intervals_tune_sis):
+            # 6.15 kdamond_fn(): a request may have moved next_aggregation_sis; restore it so
+            # that damon_set_attrs() does not think an aggregation is under way
+            ctx.next_aggregation_sis = next_aggregation_sis
+            ctx.next_intervals_tune_sis += ctx.aggr_samples * ctx.attrs.intervals_goal.aggrs
+            tune_intervals(ctx)
+            sample = sample_interval(ctx.attrs)
         ctx.next_aggregation_sis = next_aggregation_sis + ctx.attrs.aggr_us // sample
         yield AGGREGATED
         for t in ctx.targets:
@@ -141,6 +157,7 @@ def kdamond_stop(ctx: Context) -> Steps[None]:
     cleans up. User-given initial regions survive in the targets' ``init_ranges``."""
     for t in ctx.targets:
         t.regions = Regions()
+    walk_cancel(ctx)
     yield OpsCall(ctx.ops.cleanup, (ctx,))
 
 
@@ -153,13 +170,25 @@ def apply_schemes(ctx: Context) -> Steps[list[SchemeAction] | None]:
     if actions is None:
         return None
     applied: list[int] = []
+    passed: list[int] | None = None
     elapsed_ns = 0
     if actions:
         start_ns = ctx.clock_ns()
-        applied = list((yield OpsCall(ctx.ops.apply_scheme, (ctx, actions), may_block=True)))
+        result = yield OpsCall(ctx.ops.apply_scheme, (ctx, actions), may_block=True)
         elapsed_ns = ctx.clock_ns() - start_ns
-    finish_scheme_actions(ctx, actions, applied, elapsed_ns)
+        applied, passed = split_apply_result(result)
+    finish_scheme_actions(ctx, actions, applied, elapsed_ns, passed)
     return actions
+
+
+def split_apply_result(result) -> tuple[list[int], list[int] | None]:
+    """An operation set's ``apply_scheme`` answers the bytes applied per action, or (since
+    DAMOS ops filters) a pair: bytes applied and bytes that passed its filters
+    (``sz_filter_passed``) per action."""
+    if isinstance(result, tuple):
+        applied, passed = result
+        return list(applied), list(passed)
+    return list(result), None
 
 
 def _need_stop(ctx: Context) -> Steps[bool]:
@@ -190,6 +219,7 @@ def _wait_activation(ctx: Context) -> Steps[bool]:
         waited = True
         yield ActivationWait(wait_us)
         yield SERVE_REQUESTS
+        walk_cancel(ctx)  # no scheme is active: a walk cannot complete
         if (yield from _need_stop(ctx)):
             return True
 
@@ -206,6 +236,8 @@ def init_timers(ctx: Context) -> None:
     ctx.next_ops_update_sis = ctx.attrs.update_us // sample
     for s in ctx.schemes:
         s.next_apply_sis = (s.spec.apply_interval_us or ctx.attrs.aggr_us) // sample
+    ctx.aggr_samples = ctx.attrs.aggr_us // sample
+    ctx.next_intervals_tune_sis = ctx.next_aggregation_sis * ctx.attrs.intervals_goal.aggrs
 
 
 def refresh_sz_limit(ctx: Context) -> None:

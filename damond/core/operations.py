@@ -33,6 +33,8 @@ class SchemeAction:
     end: int
     scheme_index: int
     action: str
+    #: A core filter allowed this region (``core_filters_allowed``): ops filters are skipped.
+    core_allowed: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +71,9 @@ class DamonOperations:
     wmark_metric: Callable[[Context, str], int | None]
     #: A small dict of facts for ``status`` and ``features``.
     status: Callable[[Context], dict]
+    #: A quota goal metric's current value (``damond.core.context.QuotaGoal``; 6.8+), or None
+    #: when unknown; the registry falls back to the system's value.
+    goal_metric: Callable[[Context, Any], int | None] = None  # type: ignore[assignment]
 
 
 #: The callbacks of an operation set, in the record's order: every field but ``name`` and

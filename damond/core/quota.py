@@ -1,15 +1,19 @@
 """DAMOS quotas: charge windows, the effective size quota and score-based prioritisation.
 
-Follows ``damos_adjust_quota()``, ``damos_set_effective_quota()`` and
-``damon_feed_loop_next_input()`` of Linux v6.16, without quota goals (v6.8+), which damond's
-5.18/5.19 interface does not expose.
+Follows ``damos_adjust_quota()``, ``damos_set_effective_quota()``, ``damos_quota_score()``
+and ``damon_feed_loop_next_input()`` of Linux 6.18, quota goals (v6.8+) included. The core
+reads no file: goal metrics other than ``user_input`` come from a reader the caller hands in
+(the operation set's ``goal_metric``, which falls back to ``damond.ops.common``'s system
+reader).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
-from damond.core.context import Scheme
+from damond.core.context import QuotaGoal, Scheme
 from damond.core.operations import MAX_SCORE
 from damond.core.spec import ULONG_MAX
 
@@ -55,22 +59,84 @@ def effective_size_quota(ms: int, sz: int, total_charged_sz: int, total_charged_
     return esz
 
 
-def open_window_if_due(scheme: Scheme, now_ms: int) -> bool:
-    """Start a new charge window when the reset interval has passed (the first call always
-    opens one). Counts ``qt_exceeds`` when the closing window used its whole quota.
+#: Reads one goal's metric (anything but ``user_input``): the value the kernel's
+#: ``damos_set_quota_goal_current_value()`` would compute; for ``some_mem_psi_us`` the system's
+#: cumulative "some" memory stall time in microseconds. None means unknown (scored as 0).
+GoalReader = Callable[[QuotaGoal], "int | None"]
+
+
+def _no_reader(goal: QuotaGoal) -> None:
+    return None
+
+
+def set_goal_current_value(goal: QuotaGoal, read: GoalReader) -> None:
+    """``damos_set_quota_goal_current_value()``: ``user_input`` keeps the user's value; PSI
+    scores the stall time since the previous measurement; the others are read as they are."""
+    if goal.metric == "user_input":
+        return
+    value = read(goal) or 0
+    if goal.metric == "some_mem_psi_us":
+        goal.current_value = max(value - goal.last_psi_total, 0)
+        goal.last_psi_total = value
+    else:
+        goal.current_value = value
+
+
+def quota_score(goals: list[QuotaGoal], read: GoalReader) -> int:
+    """``damos_quota_score()``: measure every goal and return the highest
+    ``current * 10000 / target`` (the least aggressive choice)."""
+    highest = 0
+    for g in goals:
+        set_goal_current_value(g, read)
+        highest = max(highest, g.current_value * 10_000 // g.spec.target_value)
+    return highest
+
+
+def set_effective_quota(scheme: Scheme, read: GoalReader = _no_reader) -> None:
+    """``damos_set_effective_quota()`` (6.18): without a time quota and goals, the size quota;
+    else the smallest of what the goals' feedback loop asks (``esz_bp / 10000``), what the time
+    quota allows at the measured throughput and the size quota (0 in ``sz`` means none)."""
+    q = scheme.quota
+    spec = scheme.spec.quota
+    if not spec.ms and not q.goals:
+        q.esz = spec.sz
+        return
+    esz = ULONG_MAX
+    if q.goals:
+        score = quota_score(q.goals, read)
+        q.esz_bp = feed_loop_next_input(max(q.esz_bp, 10_000), score)
+        esz = q.esz_bp // 10_000
+    if spec.ms:
+        esz = min(effective_size_quota(spec.ms, 0, q.total_charged_sz, q.total_charged_ns), esz)
+    if spec.sz and spec.sz < esz:
+        esz = spec.sz
+    q.esz = esz
+
+
+def open_window_if_due(scheme: Scheme, now_ms: int, read: GoalReader = _no_reader) -> bool:
+    """The charge-window part of ``damos_adjust_quota()`` (6.18): the very first call opens the
+    first window and sets the effective quota; then, when the reset interval has passed (at
+    once with a 0 interval, so the first pass computes the quota twice, as the kernel does), a
+    new window starts: ``qt_exceeds`` counts a closing window that used its whole quota, the
+    charge moves to the total and the effective quota is recomputed.
 
     Returns True when a window opened.
     """
     q = scheme.quota
     spec = scheme.spec.quota
-    if q.charged_from_ms is not None and now_ms < q.charged_from_ms + spec.reset_interval_ms:
-        return False
+    opened = False
+    if q.charged_from_ms is None:
+        q.charged_from_ms = now_ms
+        set_effective_quota(scheme, read)
+        opened = True
+    if now_ms < q.charged_from_ms + spec.reset_interval_ms:
+        return opened
     if q.esz and q.charged_sz >= q.esz:
         scheme.stats.qt_exceeds += 1
     q.total_charged_sz += q.charged_sz
     q.charged_from_ms = now_ms
     q.charged_sz = 0
-    q.esz = effective_size_quota(spec.ms, spec.sz, q.total_charged_sz, q.total_charged_ns)
+    set_effective_quota(scheme, read)
     return True
 
 

@@ -1,10 +1,11 @@
 """DAMOS: matching regions to schemes and applying actions within quotas and watermarks.
 
 Follows ``kdamond_apply_schemes()``, ``damon_do_apply_schemes()``, ``damos_apply_scheme()``,
-``damos_skip_charged_region()`` and ``damos_wmark_wait_us()`` of Linux v6.16 (the v6.7+
-per-scheme apply interval and ``nr_accesses_bp``-based matching), without DAMOS filters
-(v6.3+), quota goals (v6.8+) and walks (tried regions, v6.2+), which damond's 5.18/5.19
-interface does not expose.
+``damos_skip_charged_region()``, ``damos_filter_match()``/``damos_core_filter_out()``, the
+DAMOS walk (``damos_walk()``, ``damos_walk_call_walk()``, ``damos_walk_complete()``,
+``damos_walk_cancel()``: what the sysfs tried regions are made of) and ``damos_wmark_wait_us()``
+of Linux 6.18 (the v6.7+ per-scheme apply interval, ``nr_accesses_bp``-based matching, v6.15+
+core/ops filter split). Ops filters are evaluated by the operation set while it applies.
 
 One apply pass decides, in the kernel's order (regions outer, schemes inner), which region
 pieces each scheme acts on, charging quotas and splitting regions at quota edges as it goes;
@@ -15,12 +16,161 @@ charges the tried size too), so deciding first and applying after gives the same
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
 import numpy as np
 
 from damond.core.context import Context, Scheme, Target
 from damond.core.operations import OpsHandle, SchemeAction
 from damond.core.quota import min_score_for, open_window_if_due
 from damond.core.regions import Regions, align_down
+from damond.core.spec import FilterSpec
+from damond.errors import DamonError
+
+# ---------------------------------------------------------------------------------------------
+# DAMOS walk: the regions each scheme tried during one apply pass
+
+
+@dataclass
+class TriedRegion:
+    """One region a scheme tried (``damos_sysfs_populate_region_dir()``): its range, access
+    frequency (``nr_accesses_bp / 10000``) and age when the action was applied to it, and the
+    bytes of it that passed the operation set's filters."""
+
+    start: int
+    end: int
+    nr_accesses: int
+    age: int
+    sz_filter_passed: int = 0
+
+
+@dataclass(eq=False)
+class WalkControl:
+    """A pending ``damos_walk()`` request (6.14+; the 6.2 ``update_schemes_tried_regions``
+    before it). Installed on a context (``Context.walk_control``), it collects, for every
+    scheme, the regions the scheme tries during its next apply pass after the request; once
+    every scheme has completed one pass it is done. It is canceled when no pass can come: no
+    schemes, every scheme deactivated by watermarks, or the kdamond stopping.
+
+    ``on_done`` is called once, when the request is done or canceled (the scheduler sets an
+    event there). ``total_bytes_only`` keeps the byte totals and not the regions
+    (``update_schemes_tried_bytes``).
+    """
+
+    total_bytes_only: bool = False
+    on_done: Callable[[], None] | None = None
+    regions: dict[int, list[TriedRegion]] = field(default_factory=dict)
+    total_bytes: dict[int, int] = field(default_factory=dict)
+    done: bool = False
+    canceled: bool = False
+    #: (action index, scheme index, tried region) of the pass under way
+    _pending: list[tuple[int, int, TriedRegion]] = field(default_factory=list)
+
+    def _finish(self, *, canceled: bool) -> None:
+        self.canceled = canceled
+        self.done = True
+        if self.on_done is not None:
+            self.on_done()
+
+
+def walk_request(ctx: Context, control: WalkControl) -> None:
+    """Install ``control`` (``damos_walk()``; run it inside the kdamond, e.g. through
+    ``Kdamond.call``). EBUSY while another walk is pending, as the kernel answers."""
+    if ctx.walk_control is not None:
+        raise DamonError("EBUSY", "another DAMOS walk (tried regions update) is pending")
+    ctx.walk_control = control
+
+
+def walk_cancel(ctx: Context) -> None:
+    """``damos_walk_cancel()``: the pending walk cannot complete; wake its requester."""
+    control = ctx.walk_control
+    if control is None:
+        return
+    ctx.walk_control = None
+    control._pending.clear()
+    control._finish(canceled=True)
+
+
+def _walk_record(ctx: Context, s: Scheme, si: int, walk: _TargetWalk, cur: int,
+                 action_index: int) -> None:
+    """``damos_walk_call_walk()``: remember the region about to be applied (before the age
+    reset, as the kernel's walk callback sees it)."""
+    control = ctx.walk_control
+    if control is None or s.walk_completed:
+        return
+    control._pending.append((action_index, si, TriedRegion(
+        walk.st[cur], walk.en[cur], walk.bp[cur] // 10000, walk.age[cur])))
+
+
+def _walk_finish_pass(ctx: Context, sz_passed: list[int]) -> None:
+    """Store the pass's tried regions with their filter-passed bytes."""
+    control = ctx.walk_control
+    if control is None:
+        return
+    for ai, si, tried in control._pending:
+        tried.sz_filter_passed = sz_passed[ai] if ai < len(sz_passed) else 0
+        control.total_bytes[si] = control.total_bytes.get(si, 0) + tried.end - tried.start
+        if not control.total_bytes_only:
+            control.regions.setdefault(si, []).append(tried)
+    control._pending.clear()
+
+
+def _walk_complete(ctx: Context, s: Scheme) -> None:
+    """``damos_walk_complete()``: ``s`` finished a pass; when every scheme has, the walk is
+    done."""
+    control = ctx.walk_control
+    if control is None:
+        return
+    s.walk_completed = True
+    if not all(x.walk_completed for x in ctx.schemes):
+        return
+    for x in ctx.schemes:
+        x.walk_completed = False
+    ctx.walk_control = None
+    control._finish(canceled=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# core filters
+
+
+def _filter_match(ctx: Context, walk: _TargetWalk, cur: int, ti: int, f: FilterSpec) -> bool:
+    """``damos_filter_match()`` for the core types. An ``addr`` filter splits a region that
+    straddles its edge (aligned down to ``min_region``) so that the region at ``cur`` lies
+    wholly inside or outside; the right piece waits for the next pass, as in the kernel."""
+    if f.type == "target":
+        matched = ti == f.target_idx
+    elif f.type == "addr":
+        start = align_down(f.addr_start, ctx.min_region)
+        end = align_down(f.addr_end, ctx.min_region)
+        rs, re_ = walk.st[cur], walk.en[cur]
+        if start <= rs and re_ <= end:
+            matched = True
+        elif re_ <= start or end <= rs:
+            matched = False
+        elif rs < start:
+            walk.split(cur, start - rs)
+            matched = False
+        else:
+            walk.split(cur, end - rs)
+            matched = True
+    else:
+        return False
+    return matched == f.matching
+
+
+def core_filter_out(ctx: Context, walk: _TargetWalk, cur: int, ti: int,
+                    s: Scheme) -> bool | None:
+    """``damos_core_filter_out()``: the first core filter that matches decides (rejected
+    unless it allows); memory no filter matched follows the default (6.15+: rejected when
+    the last core filter allows and no ops filter follows). Returns True (filtered out),
+    False, or None when an allowing filter matched (``core_filters_allowed``: the operation
+    set then skips its own filters)."""
+    for f in s.core_filters:
+        if _filter_match(ctx, walk, cur, ti, f):
+            return None if f.allow else True
+    return s.core_filters_default_reject
 
 # ---------------------------------------------------------------------------------------------
 # watermarks
@@ -87,7 +237,11 @@ def adjust_quota(ctx: Context, scheme: Scheme, ops: OpsHandle, now_ms: int) -> N
     the size histogram of scores of every region matching the pattern."""
     if not scheme.quota_enabled():
         return
-    open_window_if_due(scheme, now_ms)
+    goal_metric = getattr(ops, "goal_metric", None)
+    if goal_metric is None:
+        open_window_if_due(scheme, now_ms)
+    else:
+        open_window_if_due(scheme, now_ms, lambda g: goal_metric(ctx, g))
     per_target = []
     for t in ctx.targets:
         mask = pattern_mask(scheme, t.regions)
@@ -223,6 +377,8 @@ def plan_scheme_actions(ctx: Context, ops: OpsHandle, now_ms: int) -> list[Schem
            if passed >= s.next_apply_sis and s.wmark_activated]
     if not due:
         return None
+    if ctx.walk_control is not None:
+        ctx.walk_control._pending.clear()
     for _, s in due:
         adjust_quota(ctx, s, ops, now_ms)
     actions: list[SchemeAction] = []
@@ -281,7 +437,13 @@ def _scheme_on_region(ctx: Context, walk: _TargetWalk, cur: int, orig: int, ti: 
             s.stats.nr_tried += 1  # the kernel counts a try of 0 bytes (Appendix B #2)
             return cur
         walk.split(cur, sz)
-    actions.append(SchemeAction(ti, walk.st[cur], walk.en[cur], si, s.action))
+    # the kernel charges and counts 'sz' as it was before a core filter's split
+    out = core_filter_out(ctx, walk, cur, ti, s) if s.core_filters else False
+    if out:
+        return cur
+    actions.append(SchemeAction(ti, walk.st[cur], walk.en[cur], si, s.action,
+                                core_allowed=out is None))
+    _walk_record(ctx, s, si, walk, cur, len(actions) - 1)
     q.charged_sz += sz
     if q.esz and q.charged_sz >= q.esz:
         q.charge_target_from = walk.target
@@ -296,12 +458,17 @@ def _scheme_on_region(ctx: Context, walk: _TargetWalk, cur: int, orig: int, ti: 
 
 
 def finish_scheme_actions(ctx: Context, actions: list[SchemeAction], applied: list[int],
-                          elapsed_ns: int) -> None:
-    """Complete the pass: count applied bytes, charge the apply time to the time quotas (in
-    proportion to the bytes each scheme tried) and schedule each due scheme's next pass."""
+                          elapsed_ns: int, sz_filter_passed: list[int] | None = None) -> None:
+    """Complete the pass: count applied bytes and the bytes that passed the ops filters
+    (``sz_ops_filter_passed``, 6.14), hand the tried regions to a pending walk, charge the
+    apply time to the time quotas (in proportion to the bytes each scheme tried) and schedule
+    each due scheme's next pass."""
+    passed = sz_filter_passed if sz_filter_passed is not None else [0] * len(actions)
+    _walk_finish_pass(ctx, passed)
     tried_by_scheme: dict[int, int] = {}
-    for a, sz_applied in zip(actions, applied, strict=True):
+    for a, sz_applied, sz_passed in zip(actions, applied, passed, strict=True):
         s = ctx.schemes[a.scheme_index]
+        s.stats.sz_ops_filter_passed += sz_passed
         if sz_applied:
             s.stats.nr_applied += 1
             s.stats.sz_applied += sz_applied
@@ -320,5 +487,6 @@ def schedule_next_apply(ctx: Context) -> None:
     for s in ctx.schemes:
         if passed < s.next_apply_sis:
             continue
+        _walk_complete(ctx, s)
         s.next_apply_sis = passed + (s.spec.apply_interval_us or ctx.attrs.aggr_us) // sample
 

@@ -382,6 +382,12 @@ def str_to_ints(text: str, max_nr: int = MAX_DBGFS_INTS) -> list[int]:
 
 def _scan_records(text: str, fmt: str, nr_fields: int, max_nr: int | None) -> list[tuple[int, ...]]:
     """The dbgfs ``while (pos < len) { sscanf(&str[pos], fmt); if (ret != n) break; ... }`` loop."""
+    return _scan_records_rest(text, fmt, nr_fields, max_nr)[0]
+
+
+def _scan_records_rest(text: str, fmt: str, nr_fields: int,
+                       max_nr: int | None) -> tuple[list[tuple[int, ...]], str]:
+    """:func:`_scan_records`, plus the text the loop left unread."""
     s = _c_string(text)
     out: list[tuple[int, ...]] = []
     pos = 0
@@ -391,7 +397,7 @@ def _scan_records(text: str, fmt: str, nr_fields: int, max_nr: int | None) -> li
             break
         out.append(tuple(int(v) for v in result.values))
         pos += result.consumed
-    return out
+    return out, s[pos:]
 
 
 def parse_init_regions(text: str) -> list[tuple[int, int, int]]:
@@ -426,6 +432,22 @@ def parse_schemes(text: str, max_nr: int = MAX_DBGFS_SCHEMES) -> list[tuple[int,
     return _scan_records(text, _SCHEME_FMT, SCHEME_FIELDS, max_nr)
 
 
+def scan_schemes(text: str, max_nr: int = MAX_DBGFS_SCHEMES) -> tuple[list[tuple[int, ...]], str]:
+    """:func:`parse_schemes`, plus the text it ignored (what followed the last complete entry,
+    or the 256th). The kernel says nothing about that text; damond tells the user about it."""
+    return _scan_records_rest(text, _SCHEME_FMT, SCHEME_FIELDS, max_nr)
+
+
+def count_numbers(text: str) -> int:
+    """How many white-space-separated decimal numbers ``text`` starts with (for messages)."""
+    n = 0
+    for word in _c_string(text).split():
+        if not (word.lstrip("-").isascii() and word.lstrip("-").isdigit()):
+            break
+        n += 1
+    return n
+
+
 def dbgfs_keyword_match(buf: str, keyword: str, count: int | None = None) -> bool:
     """``!strncmp(kbuf, keyword, count)``, ``count`` being the write length (default ``len(buf)``).
 
@@ -444,3 +466,38 @@ def dbgfs_keyword_match(buf: str, keyword: str, count: int | None = None) -> boo
     b = keyword[:n]
     a, b = _c_string(a), _c_string(b)
     return a == b
+
+
+# --------------------------------------------------------------------------------------------
+# kstrtobool: lib/kstrtox.c (v5.18 through 6.18; the DAMON sysfs ``matching``/``allow`` files)
+# --------------------------------------------------------------------------------------------
+
+_TRUE_FIRST = frozenset("yYtT1")
+_FALSE_FIRST = frozenset("nNfF0")
+
+
+def kstrtobool(s: str) -> bool:
+    """``kstrtobool``: only the first character counts (``y Y t T 1`` true, ``n N f F 0``
+    false), except ``o``/``O``, which needs a second one: ``n``/``N`` (``on``) true,
+    ``f``/``F`` (``off``) false. So ``yes``, ``Yoyo`` and ``1x`` are true; anything else,
+    the empty string included, is ``-EINVAL``."""
+    s = _c_string(s)
+    first = s[:1]
+    if first and first in _TRUE_FIRST:
+        return True
+    if first and first in _FALSE_FIRST:
+        return False
+    if first in ("o", "O"):
+        second = s[1:2]
+        if second in ("n", "N"):
+            return True
+        if second in ("f", "F"):
+            return False
+    raise DamonError("EINVAL", f"{_show(s)} is not a boolean (Y/N, 1/0, on/off, true/false)")
+
+
+def kstrscpy(s: str) -> str:
+    """What ``strscpy(dst, buf, count + 1)`` keeps of a write: everything up to the first NUL,
+    the trailing newline included (the DAMON ``memcg_path`` and goal ``path`` stores keep it;
+    their readers compare with ``sysfs_streq``, which ignores one trailing newline)."""
+    return _c_string(s)

@@ -13,6 +13,7 @@ Reads are synchronous; writes are async because some start or reconfigure kdamon
 from __future__ import annotations
 
 import difflib
+import inspect
 import posixpath
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -40,7 +41,7 @@ class File(Node):
     """
 
     def __init__(self, read: Callable[[], str] | None = None,
-                 write: Callable[[str], Awaitable[None] | None] | None = None,
+                 write: Callable[[str], Awaitable[object] | object] | None = None,
                  mode: int | None = None) -> None:
         self._read = read
         self._write = write
@@ -61,19 +62,23 @@ class File(Node):
             raise DamonError("EACCES", "the file cannot be read")
         return self._read()
 
-    async def write(self, data: str) -> None:
+    async def write(self, data: str) -> list[str]:
+        """Store ``data``; returns notes the store has for the user (e.g. input it ignored
+        silently, as the kernel does), usually none."""
         if self._write is None:
             # kernfs refuses to open a file without a store method for writing
             raise DamonError("EACCES", "the file is read-only")
         result = self._write(data)
-        if result is not None:
-            await result
+        if inspect.isawaitable(result):
+            result = await result
+        return list(result or ())
 
 
 class Dir(Node):
     """A directory whose entries are computed when looked up."""
 
-    mode = 0o700
+    #: kobject and debugfs directories: 0755 (S_IRWXU | S_IRUGO | S_IXUGO)
+    mode = 0o755
 
     def __init__(self, entries: Callable[[], dict[str, Node]],
                  aliases: Callable[[str], tuple[str, str] | None] | None = None) -> None:
@@ -85,6 +90,15 @@ class Dir(Node):
 
     def entries(self) -> dict[str, Node]:
         return self._entries()
+
+    def child(self, name: str) -> Node | None:
+        """The entry ``name`` (None if there is none). An entries function with a ``lookup``
+        attribute finds one entry without building the others: resolving a path below 65,536
+        schemes must not build 65,536 directories."""
+        lookup = getattr(self._entries, "lookup", None)
+        if lookup is not None:
+            return lookup(name)
+        return self._entries().get(name)
 
     def alias(self, name: str) -> tuple[str, str] | None:
         """A documentation spelling accepted for a real entry: (real name, note)."""
@@ -149,19 +163,20 @@ class Vfs:
         for part in parts:
             if not node.is_dir():
                 raise DamonError("ENOTDIR", f"{'/'.join(canonical)} is not a directory")
-            entries = node.entries()
-            if part in entries:
-                node = entries[part]
+            assert isinstance(node, Dir)
+            found = node.child(part)
+            if found is not None:
+                node = found
                 canonical.append(part)
                 continue
             alias = node.alias(part)
-            if alias is None or alias[0] not in entries:
+            real_node = None if alias is None else node.child(alias[0])
+            if alias is None or real_node is None:
                 here = posixpath.join(*canonical)
-                hint = _did_you_mean(part, entries)
-                raise DamonError("ENOENT", f"no {part!r} in {here}" + hint)
+                raise DamonError("ENOENT", f"no {part!r} in {here}" + _hint(part, node))
             real, note = alias
             notes.append(note)
-            node = entries[real]
+            node = real_node
             canonical.append(real)
         return Resolved(node, posixpath.join(*canonical), notes)
 
@@ -170,6 +185,18 @@ class Vfs:
         if not res.node.is_dir():
             raise DamonError("ENOTDIR", "not a directory")
         return list(res.node.entries().items())
+
+
+#: a directory with more entries gets no "did you mean" hint (listing it would cost more
+#: than the hint is worth)
+_HINT_MAX_ENTRIES = 512
+
+
+def _hint(name: str, node: Dir) -> str:
+    size = getattr(node._entries, "size", None)
+    if size is not None and size() > _HINT_MAX_ENTRIES:
+        return ""
+    return _did_you_mean(name, node.entries())
 
 
 def _did_you_mean(name: str, entries: dict[str, Node]) -> str:

@@ -16,6 +16,7 @@ from damond.core.operations import MAX_SCORE
 from damond.core.regions import Regions
 from damond.core.spec import AttrsSpec
 from damond.platform.meminfo import free_mem_rate
+from damond.platform.memstat import goal_metric_value
 
 _MAX_SUBSCORE = 100
 _MAX_AGE_IN_LOG = 32
@@ -88,3 +89,15 @@ def system_wmark_metric(metric: str) -> int | None:
     if metric == "free_mem_rate":
         return free_mem_rate()
     return None
+
+
+def system_goal_metric(goal) -> int | None:
+    """A quota goal metric as the whole system sees it (``damos_set_quota_goal_current_value()``
+    of Linux 6.18, from ``damond.platform.memstat``); a metric that cannot be read (e.g. a
+    missing node) counts as unknown (None), which the core scores as 0."""
+    from damond.errors import DamonError
+
+    try:
+        return goal_metric_value(goal.metric, nid=goal.spec.nid, path=goal.spec.path)
+    except DamonError:
+        return None

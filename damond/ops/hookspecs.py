@@ -116,6 +116,14 @@ def damon_ops_wmark_metric(ctx, metric):
 
 
 @hookspec(firstresult=True)
+def damon_ops_goal_metric(ctx, goal):
+    """Optional: the current value of a DAMOS quota goal's metric (a
+    ``damond.core.context.QuotaGoal``: ``goal.metric``, ``goal.spec.nid``, ``goal.spec.path``)
+    as this set sees it, or None to use the system's (``damond.platform.memstat``, read by
+    ``damond.ops.common.system_goal_metric``). ``user_input`` is never asked."""
+
+
+@hookspec(firstresult=True)
 def damon_ops_status(ctx):
     """Optional: a small dict of facts for ``status`` and ``features`` (e.g. which access-check
     backend each target uses and why better ones are unavailable). Left out (or answering

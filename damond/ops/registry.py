@@ -26,7 +26,7 @@ from damond import __version__
 from damond.core.operations import CALLBACKS, DamonOperations
 from damond.errors import DamonError
 from damond.ops import hookspecs
-from damond.ops.common import system_wmark_metric
+from damond.ops.common import system_goal_metric, system_wmark_metric
 from damond.ops.info import OpsInfo
 
 ENTRY_POINT_GROUP = "damond.operations"
@@ -178,6 +178,7 @@ def _operations(name: str, info: OpsInfo,
         cleanup=found["cleanup"] or _do_nothing,
         wmark_metric=_wmark_metric(found["wmark_metric"]),
         status=_status(found["status"]),
+        goal_metric=_goal_metric(found["goal_metric"]),
     )
 
 
@@ -234,6 +235,14 @@ def _wmark_metric(own: Callable | None) -> Callable:
         return system_wmark_metric(metric) if value is None else value
 
     return wmark_metric
+
+
+def _goal_metric(own: Callable | None) -> Callable:
+    def goal_metric(ctx, goal) -> int | None:
+        value = None if own is None else own(ctx, goal)
+        return system_goal_metric(goal) if value is None else value
+
+    return goal_metric
 
 
 def _status(own: Callable | None) -> Callable:

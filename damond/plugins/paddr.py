@@ -23,11 +23,12 @@ import structlog
 from damond.core.regions import Regions, set_regions
 from damond.errors import DamonError
 from damond.ops.common import pick_sampling_addrs, scheme_scores
+from damond.ops.filters import UNSUPPORTED, memcg_inode, pages_passing
 from damond.ops.hookspecs import hookimpl
 from damond.ops.info import OpsInfo
 from damond.platform import iomem, madvise
 from damond.platform import page_idle as page_idle_mod
-from damond.platform.kpageflags import KPF_LRU, has, is_huge_part, read_flags
+from damond.platform.kpageflags import KPF_LRU, has, is_huge_part, read_cgroups, read_flags
 from damond.platform.page_idle import PageIdleBitmap
 from damond.platform.pagesize import PAGE_SHIFT, PAGE_SIZE, PMD_PAGES
 from damond.plugins.paddr_rmap import ReverseMap
@@ -35,7 +36,19 @@ from damond.plugins.paddr_rmap import ReverseMap
 log = structlog.get_logger("damond.paddr")
 
 NAME = "paddr"
-ADVICE = {"cold": madvise.MADV_COLD, "pageout": madvise.MADV_PAGEOUT}
+#: ``lru_deprio`` (6.0) is approximated by MADV_COLD through the reverse map: both deactivate
+#: the pages (``folio_deactivate()``); MADV_COLD also clears their referenced bits.
+ADVICE = {"cold": madvise.MADV_COLD, "pageout": madvise.MADV_PAGEOUT,
+          "lru_deprio": madvise.MADV_COLD}
+#: Actions the kernel's paddr applies but damond's cannot, with the reason (EINVAL at on/commit).
+UNAPPLIABLE = {
+    "lru_prio": "activating a physical page needs folio_activate(); no system call lets user "
+                "space activate another process's pages",
+    "migrate_hot": "migrating physical pages needs the reverse map to hand move_pages(2) "
+                   "process ranges per page; not implemented (vaddr migrates)",
+    "migrate_cold": "migrating physical pages needs the reverse map to hand move_pages(2) "
+                    "process ranges per page; not implemented (vaddr migrates)",
+}
 
 
 class PaddrState:
@@ -69,8 +82,11 @@ def _pfns_to_check(addrs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 @hookimpl
 def damon_ops_info():
     return OpsInfo(name=NAME, summary="the physical address space (needs page_idle)",
-                   applies=frozenset({"cold", "pageout"}), blocking=True,
-                   notes=("pageout and cold act through a PFN-to-process reverse map",))
+                   applies=frozenset({"cold", "pageout", "lru_deprio"}), blocking=True,
+                   notes=("pageout and cold act through a PFN-to-process reverse map",
+                          "lru_deprio is applied as MADV_COLD through the reverse map",
+                          "lru_prio, migrate_hot and migrate_cold are refused (see on's "
+                          "error)", "ops filters work with stat only; young is refused"))
 
 
 @hookimpl
@@ -81,6 +97,22 @@ def damon_ops_validate(ctx):
                          f"offer: {reason}")
     if len(ctx.targets) > 1:
         raise DamonError("EINVAL", "paddr supports only one target")
+    if ctx.addr_unit != 1:
+        raise DamonError("EINVAL", f"addr_unit {ctx.addr_unit}: damond's paddr works on byte "
+                         "addresses only (addr_unit 1)")
+    for i, s in enumerate(ctx.schemes):
+        if s.action in UNAPPLIABLE:
+            raise DamonError("EINVAL", f"scheme {i}: paddr {s.action}: {UNAPPLIABLE[s.action]}")
+        for f in s.ops_filters:
+            if f.type in UNSUPPORTED:
+                raise DamonError("EINVAL", f"scheme {i}: {f.type} filter: {UNSUPPORTED[f.type]}")
+        if s.ops_filters and s.action != "stat":
+            raise DamonError("EINVAL", f"scheme {i}: ops filters work with the stat action only "
+                             f"here: {s.action} acts per process range through the reverse map, "
+                             "not per page")
+        for f in s.ops_filters:
+            if f.type == "memcg":
+                memcg_inode(f.memcg_path)
 
 
 @hookimpl
@@ -132,10 +164,36 @@ def damon_ops_get_scheme_score(ctx, target, regions, scheme):
 def damon_ops_apply_scheme(ctx, actions):
     st: PaddrState = ctx.ops_data
     applied = []
+    passed = []
     for a in actions:
         advice = ADVICE.get(a.action)
         applied.append(0 if advice is None else _advise_physical(st, a.start, a.end, advice))
-    return applied
+        scheme = ctx.schemes[a.scheme_index]
+        passed.append(_stat_filter_passed(scheme, a) if a.action == "stat" else 0)
+    return applied, passed
+
+
+def _stat_filter_passed(scheme, a) -> int:
+    """``damon_pa_stat()`` (6.14+): without ops filters nothing is counted; else the bytes of
+    the LRU pages of [start, end) that pass them (``damos_pa_filter_out()``). Pages are judged
+    one by one from ``/proc/kpageflags``; a huge page's pages count with its folio size."""
+    if not scheme.ops_filters:
+        return 0
+    pfns = np.arange(a.start >> PAGE_SHIFT, a.end >> PAGE_SHIFT, dtype=np.uint64)
+    if not len(pfns):
+        return 0
+    flags = read_flags(pfns)
+    lru = has(flags, KPF_LRU)
+    folio_sizes = np.where(is_huge_part(flags), PMD_PAGES * PAGE_SIZE, PAGE_SIZE)
+    cgroups = None
+    inodes: dict[str, int] = {}
+    memcg_paths = {f.memcg_path for f in scheme.ops_filters if f.type == "memcg"}
+    if memcg_paths:
+        cgroups = read_cgroups(pfns)
+        inodes = {p: memcg_inode(p) for p in memcg_paths}
+    ok = pages_passing(scheme.ops_filters, core_allowed=a.core_allowed, flags=flags,
+                       folio_sizes=folio_sizes, cgroups=cgroups, memcg_inodes=inodes)
+    return int((ok & lru).sum()) * PAGE_SIZE
 
 
 def _advise_physical(st: PaddrState, start: int, end: int, advice: int) -> int:

@@ -29,7 +29,7 @@ from damond.ops import access_check
 from damond.ops.common import pick_sampling_addrs, scheme_scores
 from damond.ops.hookspecs import hookimpl
 from damond.ops.info import OpsInfo
-from damond.platform import madvise
+from damond.platform import madvise, numa
 from damond.platform.maps import parse_maps
 from damond.platform.pagesize import PAGE_SIZE
 from damond.platform.refs import read_smaps
@@ -231,6 +231,20 @@ def validate_targets(ctx) -> None:
         if t.pid is None or t.pid <= 0 or not os.path.exists(f"/proc/{t.pid}"):
             raise DamonError("EINVAL", f"target {i}: no process with pid {t.pid}")
         access_check.choose(t.ops_args.get("access_check") or os.environ.get(BACKEND_ENV))
+    validate_ops_filters(ctx)
+
+
+def validate_ops_filters(ctx) -> None:
+    """Linux 6.18's vaddr evaluates ops filters per folio for ``stat`` and the migrate actions
+    (``damos_va_filter_out()``) and ignores them for the madvise actions. damond's vaddr does
+    not evaluate them per page yet: where the kernel would, the scheme is refused (EINVAL)
+    rather than silently acting on unfiltered memory; where the kernel ignores them, so does
+    damond."""
+    for i, s in enumerate(ctx.schemes):
+        if s.ops_filters and s.action in ("stat", "migrate_hot", "migrate_cold"):
+            raise DamonError("EINVAL", f"scheme {i}: vaddr {s.action} with ops filters "
+                             f"({', '.join(f.type for f in s.ops_filters)}): damond's vaddr "
+                             "does not filter pages; use paddr stat, or core filters")
 
 
 def prepare_access_checks(ctx) -> None:
@@ -297,6 +311,10 @@ def apply_scheme(ctx, actions) -> list[int]:
 
 def _apply_batch(ctx, actions, i: int, j: int, applied: list[int]) -> None:
     a = actions[i]
+    if a.action in ("migrate_hot", "migrate_cold"):
+        for k in range(i, j):
+            applied[k] = _migrate(ctx, actions[k])
+        return
     advice = ADVICE.get(a.action)
     if advice is None:
         return  # stat applies nothing; nohugepage cannot be given to another process
@@ -318,6 +336,43 @@ def _apply_batch(ctx, actions, i: int, j: int, applied: list[int]) -> None:
     if result.error is not None and result.error.errno_name not in ("ENOMEM",):
         log.info("process_madvise partly failed", pid=proc.pid, action=a.action,
                  error=str(result.error), failed=len(failed))
+
+
+def migrate_nodes(scheme, addrs: np.ndarray, memory_nodes: list[int]) -> np.ndarray | None:
+    """The destination node of each page for ``migrate_hot``/``migrate_cold`` (6.11/6.16):
+    ``target_nid``, or with ``dests`` a weighted interleave over them (damond picks a page's
+    destination by its page number modulo the weights' sum, where the kernel uses the page's
+    interleave index in its VMA). None when the kernel would migrate nothing: no destination
+    or one outside the nodes with memory (``damon_migrate_pages()``)."""
+    spec = scheme.spec
+    if spec.dests:
+        ids = np.array([d.id for d in spec.dests])
+        weights = np.array([d.weight for d in spec.dests])
+        if not weights.sum() or any(int(n) not in memory_nodes for n in ids):
+            return None
+        slot = (addrs // np.uint64(PAGE_SIZE)) % np.uint64(weights.sum())
+        return ids[np.searchsorted(np.cumsum(weights), slot.astype(np.int64), side="right")]
+    if spec.target_nid not in memory_nodes:
+        return None
+    return np.full(len(addrs), spec.target_nid, dtype=np.int32)
+
+
+def _migrate(ctx, a) -> int:
+    """``migrate_hot``/``migrate_cold`` through ``move_pages(2)``: the bytes of the pages of
+    [start, end) now on their destination node (pages not present are not counted)."""
+    proc = process_of(ctx.targets[a.target_index])
+    if proc is None:
+        return 0
+    addrs = np.arange(align_up(a.start, PAGE_SIZE), a.end, PAGE_SIZE, dtype=np.uint64)
+    nodes = migrate_nodes(ctx.schemes[a.scheme_index], addrs, numa.memory_nodes())
+    if nodes is None or not len(addrs):
+        return 0
+    try:
+        status = numa.move_pages(proc.pid, addrs, nodes)
+    except DamonError as e:
+        log.warning("move_pages failed", pid=proc.pid, action=a.action, error=str(e))
+        return 0
+    return int((status == nodes).sum()) * PAGE_SIZE
 
 
 def target_valid(ctx) -> list[bool]:
@@ -353,7 +408,8 @@ def status(ctx) -> dict:
 def info(name: str, summary: str) -> OpsInfo:
     return OpsInfo(
         name=name, summary=summary,
-        applies=frozenset({"willneed", "cold", "pageout", "hugepage"}),
+        applies=frozenset({"willneed", "cold", "pageout", "hugepage", "migrate_hot",
+                           "migrate_cold"}),
         blocking=True,
         notes=("hugepage is applied as MADV_COLLAPSE (Linux 6.1+)",
                "nohugepage is accepted and counted but cannot be applied to another process",))

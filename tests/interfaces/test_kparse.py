@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from damond.errors import DamonError
+from damond.interfaces import kparse
 from damond.interfaces.kparse import (
     MAX_DBGFS_SCHEMES,
     dbgfs_keyword_match,
@@ -442,3 +443,26 @@ def test_never_an_exception_other_than_damon_error(text: str) -> None:
     dbgfs_keyword_match(text, "paddr\n")
     for fmt in ("%lu %lu%n", "%d%n", "%s", "%u,%ld%%"):
         ksscanf(text, fmt)
+
+
+# -- kstrtobool ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("text", "value"), [
+    ("Y", True), ("y\n", True), ("yes", True), ("1", True), ("10", True), ("t", True),
+    ("True", True), ("on", True), ("ON\n", True), ("oN", True),
+    ("N", False), ("no", False), ("0", False), ("f", False), ("off", False), ("oF", False),
+])
+def test_kstrtobool_reads_the_first_characters_only(text, value):
+    assert kparse.kstrtobool(text) is value
+
+
+@pytest.mark.parametrize("text", ["", "\n", "o", "o\n", "ox", "2", " y", "maybe", "\0y"])
+def test_kstrtobool_refuses_the_rest_with_einval(text):
+    with pytest.raises(DamonError) as e:
+        kparse.kstrtobool(text)
+    assert e.value.errno_name == "EINVAL"
+
+
+def test_kstrscpy_stops_at_nul_and_keeps_the_newline():
+    assert kparse.kstrscpy("/a/b\n") == "/a/b\n"
+    assert kparse.kstrscpy("/a\0/b") == "/a"

@@ -21,7 +21,11 @@ from damond.core.spec import (
     AccessPatternSpec,
     AttrsSpec,
     ContextSpec,
+    DestSpec,
+    FilterSpec,
+    IntervalsGoalSpec,
     KdamondSpec,
+    QuotaGoalSpec,
     QuotaSpec,
     RegionSpec,
     SchemeSpec,
@@ -232,7 +236,7 @@ def vaddr_doc() -> dict:
     return json.loads((FIXTURES / "damo_kdamonds_vaddr_pageout.json").read_text())
 
 
-def test_unknown_keys_are_listed_and_ignored() -> None:
+def test_unknown_keys_are_refused_naming_each() -> None:
     doc = vaddr_doc()
     doc["damo_version"] = "9.9"
     doc["kdamonds"][0]["nice"] = 5
@@ -240,51 +244,94 @@ def test_unknown_keys_are_listed_and_ignored() -> None:
     ctx["operations_attrs"] = {"use_reports": False}
     ctx["schemes"][0]["quotas"]["weights"]["hotness_permil"] = "0 %"
     ctx["targets"][0]["cgroup"] = "/"
-    specs, warnings = dk.load_kdamonds(doc)
-    assert specs == VADDR_PAGEOUT
-    assert sorted(warnings) == sorted([
-        "damo_version: unknown key (ignored)",
-        "kdamonds[0].nice: unknown key (ignored)",
-        "kdamonds[0].contexts[0].operations_attrs: unknown key (ignored)",
-        "kdamonds[0].contexts[0].schemes[0].quotas.weights.hotness_permil: unknown key (ignored)",
-        "kdamonds[0].contexts[0].targets[0].cgroup: unknown key (ignored)",
-    ])
-
-
-def test_filter_and_quota_goal_fixture_is_refused_naming_both() -> None:
     with pytest.raises(DamonError) as exc:
-        dk.load_kdamonds((FIXTURES / "damo_kdamonds_vaddr_filter_goal.json").read_text())
+        dk.load_kdamonds(doc)
     assert exc.value.errno_name == "EINVAL"
-    assert "kdamonds[0].contexts[0].schemes[0].filters: not implemented" in exc.value.why
-    assert "kdamonds[0].contexts[0].schemes[0].quotas.goals: not implemented" in exc.value.why
+    for path in ("damo_version", "kdamonds[0].nice", "kdamonds[0].contexts[0].operations_attrs",
+                 "kdamonds[0].contexts[0].schemes[0].quotas.weights.hotness_permil",
+                 "kdamonds[0].contexts[0].targets[0].cgroup"):
+        assert f"{path}: unknown key" in exc.value.why, path
+
+
+def test_filter_and_quota_goal_fixture_loads_and_dumps_back() -> None:
+    text = (FIXTURES / "damo_kdamonds_vaddr_filter_goal.json").read_text()
+    specs, warnings = dk.load_kdamonds(text)
+    assert warnings == []
+    [scheme] = specs[0].contexts[0].schemes
+    # damo writes a memcg filter to ops_filters/ on 6.18 (write_core_ops_filters_dirs)
+    assert scheme.ops_filters == [FilterSpec(type="memcg", matching=True, allow=False,
+                                             memcg_path="/system.slice")]
+    assert scheme.core_filters == scheme.filters == []
+    assert scheme.quota.goals == [QuotaGoalSpec(target_metric="some_mem_psi_us",
+                                                target_value=1000)]
+    dumped = dk.dump_kdamonds(specs, fmt="json")
+    assert dk.load_kdamonds(dumped)[0] == specs
+    # the new sections print exactly as damo printed them (the nr_accesses range, printed
+    # "max" instead of damo's "18,446,744,073,709,551,615 %", means the same)
+    ours = json.loads(dumped)["kdamonds"][0]["contexts"][0]
+    theirs = json.loads(text)["kdamonds"][0]["contexts"][0]
+    for key in ("filters", "dests"):
+        assert ours["schemes"][0][key] == theirs["schemes"][0][key]
+    assert ours["schemes"][0]["quotas"] == theirs["schemes"][0]["quotas"]
+    assert ours["intervals"] == theirs["intervals"]
+    assert ours["addr_unit"] == theirs["addr_unit"]
 
 
 def test_every_unimplemented_field_is_named() -> None:
     doc = vaddr_doc()
     kd = doc["kdamonds"][0]
-    kd["refresh_ms"] = "1 s"
     ctx = kd["contexts"][0]
-    ctx["addr_unit"] = "4 KiB"
-    ctx["intervals"]["intervals_goal"]["aggrs"] = "4"
     ctx["probes"] = [{"filters": [], "weight": 1}]
     ctx["sample_control"]["primitives_enabled"]["page_fault"] = True
     ctx["sample_control"]["sample_filters"] = [{"filter_type": "write"}]
     ctx["pause"] = True
     ctx["targets"][0]["obsolete"] = True
     scheme = ctx["schemes"][0]
-    ctx["schemes"].append(dict(copy.deepcopy(scheme), action="migrate_hot", target_nid=1))
-    scheme["dests"] = [{"id": 1, "weight": 1}]
+    ctx["schemes"].append(dict(copy.deepcopy(scheme), action="collapse"))
     scheme["quotas"].update(fail_charge_num="1", fail_charge_denom="2", goal_tuner="temporal")
+    scheme["quotas"]["goals"] = [
+        {"metric": "active_mem_bp", "target_value": "50 %", "current_value": "0"},
+        {"metric": "user_input", "complement": True, "target_value": "1", "current_value": "0"}]
+    scheme["filters"] = [{"filter_type": "probe_hits_wsum", "matching": True}]
     with pytest.raises(DamonError) as exc:
         dk.load_kdamonds(doc)
     c = "kdamonds[0].contexts[0]"
-    for path in ["kdamonds[0].refresh_ms", f"{c}.addr_unit", f"{c}.intervals.intervals_goal.aggrs",
-                 f"{c}.probes", f"{c}.sample_control.primitives_enabled.page_fault",
+    s = f"{c}.schemes[0]"
+    for path in [f"{c}.probes", f"{c}.sample_control.primitives_enabled.page_fault",
                  f"{c}.sample_control.sample_filters", f"{c}.pause", f"{c}.targets[0].obsolete",
-                 f"{c}.schemes[0].dests", f"{c}.schemes[0].quotas.fail_charge_num",
-                 f"{c}.schemes[0].quotas.fail_charge_denom", f"{c}.schemes[0].quotas.goal_tuner",
-                 f"{c}.schemes[1].action", f"{c}.schemes[1].target_nid"]:
+                 f"{s}.quotas.fail_charge_num", f"{s}.quotas.fail_charge_denom",
+                 f"{s}.quotas.goal_tuner", f"{c}.schemes[1].action",
+                 f"{s}.quotas.goals[0].metric", f"{s}.quotas.goals[1].complement",
+                 f"{s}.filters[0].filter_type"]:
         assert f"{path}:" in exc.value.why, path
+
+
+def test_every_6_18_field_round_trips() -> None:
+    ctx = ContextSpec(
+        ops="paddr", addr_unit=4096,
+        attrs=AttrsSpec(intervals_goal=IntervalsGoalSpec(access_bp=400, aggrs=3,
+                                                         min_sample_us=5000,
+                                                         max_sample_us=10_000_000)),
+        targets=[TargetSpec(regions=[RegionSpec(0, 1 << 30)])],
+        schemes=[SchemeSpec(
+            action="migrate_cold", target_nid=1, apply_interval_us=3_000_000,
+            dests=[DestSpec(1, 3), DestSpec(2, 7)],
+            core_filters=[FilterSpec(type="addr", matching=True, addr_start=4096,
+                                     addr_end=1 << 20),
+                          FilterSpec(type="target", allow=True, target_idx=0)],
+            ops_filters=[FilterSpec(type="anon", matching=True),
+                         FilterSpec(type="hugepage_size", matching=True, sz_min=2 << 20,
+                                    sz_max=2 << 20),
+                         FilterSpec(type="memcg", memcg_path="/a/b")],
+            quota=QuotaSpec(sz=1 << 30, reset_interval_ms=1000, goals=[
+                QuotaGoalSpec(target_metric="node_memcg_used_bp", target_value=3500, nid=1,
+                              path="/a"),
+                QuotaGoalSpec(target_metric="user_input", target_value=10, current_value=3),
+                QuotaGoalSpec(target_metric="some_mem_psi_us", target_value=1234)]))])
+    specs = [KdamondSpec(contexts=[ctx], refresh_ms=500)]
+    for fmt in ("json", "yaml"):
+        for raw in (False, True):
+            assert dk.load_kdamonds(dk.dump_kdamonds(specs, fmt=fmt, raw=raw))[0] == specs
 
 
 def test_defaults_of_unimplemented_fields_are_accepted_silently() -> None:
@@ -455,3 +502,66 @@ def test_damo_args_damon_reads_dumps(tmp_path: Path, raw: bool) -> None:
         printed = json.loads(res.stdout)["kdamonds"]
         assert len(printed) == len(specs)
         assert [len(kd["contexts"]) for kd in printed] == [len(kd.contexts) for kd in specs]
+
+
+# Runs damo's own loader on a file and prints, per scheme, the 6.18 sections as damo parsed them.
+DAMO_READ_618 = r"""
+import json, os, sys
+import damo
+sys.path.insert(0, os.path.dirname(damo.__file__))
+import _damon_args
+kds, err = _damon_args.kdamonds_from_json_arg(sys.argv[1])
+assert err is None, err
+kd = kds[0]
+ctx = kd.contexts[0]
+g = ctx.intervals.intervals_goal
+out = {"refresh_ms": kd.refresh_ms, "addr_unit": ctx.addr_unit,
+       "intervals_goal": [g.access_bp, g.aggrs, g.min_sample_us, g.max_sample_us],
+       "schemes": []}
+for s in ctx.schemes:
+    out["schemes"].append({
+        "target_nid": s.target_nid,
+        "dests": [[d.id, d.weight] for d in s.dests],
+        "goals": [[q.metric, q.target_value, q.current_value, q.nid, q.memcg_path]
+                  for q in s.quotas.goals],
+        "filters": [[f.filter_type, f.matching, f.allow,
+                     f.memcg_path if f.filter_type == "memcg" else None,
+                     [f.address_range.start, f.address_range.end] if f.address_range else None,
+                     f.damon_target_idx, f.hugepage_size] for f in s.filters]})
+print(json.dumps(out))
+"""
+
+
+@needs_damo
+def test_damo_reads_the_6_18_sections_of_dumps_as_damond_means_them(tmp_path: Path) -> None:
+    scheme = SchemeSpec(
+        action="migrate_hot", target_nid=1, dests=[DestSpec(1, 3), DestSpec(0, 7)],
+        core_filters=[FilterSpec(type="addr", matching=True, addr_start=4096, addr_end=1 << 20),
+                      FilterSpec(type="target", allow=True, target_idx=2)],
+        ops_filters=[FilterSpec(type="memcg", matching=True, memcg_path="/a/b"),
+                     FilterSpec(type="hugepage_size", sz_min=2 << 20, sz_max=1 << 30)],
+        quota=QuotaSpec(sz=1 << 30, reset_interval_ms=1000, goals=[
+            QuotaGoalSpec(target_metric="node_memcg_free_bp", target_value=2500, nid=1,
+                          path="/w"),
+            QuotaGoalSpec(target_metric="some_mem_psi_us", target_value=1234),
+            QuotaGoalSpec(target_metric="user_input", target_value=10, current_value=7)]))
+    ctx = ContextSpec(ops="paddr", addr_unit=4096, schemes=[scheme],
+                      attrs=AttrsSpec(intervals_goal=IntervalsGoalSpec(
+                          access_bp=400, aggrs=3, min_sample_us=5000, max_sample_us=100_000)),
+                      targets=[TargetSpec(regions=[RegionSpec(0, 1 << 30)])])
+    path = tmp_path / "kd.json"
+    path.write_text(dk.dump_kdamonds([KdamondSpec(contexts=[ctx], refresh_ms=300)]))
+    res = run_python_or_damo([sys.executable, "-c", DAMO_READ_618, str(path)], check=True)
+    damo = json.loads(res.stdout)
+    assert damo["refresh_ms"] == 300 and damo["addr_unit"] == 4096
+    assert damo["intervals_goal"] == [400, 3, 5000, 100_000]
+    [s] = damo["schemes"]
+    assert s["target_nid"] == 1 and s["dests"] == [[1, 3], [0, 7]]
+    assert s["goals"] == [["node_memcg_free_bp", 2500, 0, 1, "/w"],
+                          ["some_mem_psi_us", 1234, 0, None, None],
+                          ["user_input", 10, 7, None, None]]
+    assert s["filters"] == [
+        ["addr", True, False, None, [4096, 1 << 20], None, None],
+        ["target", False, True, None, None, 2, None],
+        ["memcg", True, False, "/a/b", None, None, None],
+        ["hugepage_size", False, False, None, None, None, [2 << 20, 1 << 30]]]

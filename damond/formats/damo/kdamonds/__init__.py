@@ -4,9 +4,10 @@ Users of damond already keep their DAMON setups as the files ``damo args damon -
 json|yaml`` prints (and ``damo start --kdamonds`` reads). :func:`load_kdamonds` loads such a file
 into :class:`damond.core.spec.KdamondSpec` objects and :func:`dump_kdamonds` prints specs back in
 the same format. The package's modules: ``load`` (the document's sections, read into specs),
-``dump`` (specs printed), ``fields`` (field-by-field reading with damo's defaults, collecting
-every error), ``convert`` (damo's conversions of parsed numbers into sysfs values, shared by
-loader and dumper); the number texts themselves are ``damond.formats.damo.units``.
+``dump`` (specs printed), ``later`` (the sections of 6.3 .. 6.18 features), ``fields``
+(field-by-field reading with damo's defaults, collecting every error), ``convert`` (damo's
+conversions of parsed numbers into sysfs values, shared by loader and dumper); the number texts
+themselves are ``damond.formats.damo.units``.
 
 Loading converts every value exactly as damo 3.4.3 converts it when it writes the kernel's sysfs
 files, so a file means the same to damond as to ``damo start`` on a kernel:
@@ -34,9 +35,15 @@ same bare numbers back in their field's unit (us or ms), so damo itself turns a 
 8 h 20 m. damond reads a raw file (detected, or forced with ``raw=True``) the way damo printed it:
 those bare numbers are nanoseconds. A warning says so.
 
-Fields damond does not implement (filters, quota goals, dests, probes, ...) are refused with
-``EINVAL`` naming each field by its path, unless they hold their default; keys damo 3.4.3 does not
-know are ignored and reported as warnings.
+The Linux 6.18 features load, run and dump back: DAMOS filters (to ``core_filters`` or
+``ops_filters`` by type, as damo writes them on 6.18), quota goals, ``dests`` and ``target_nid``,
+the intervals goal, ``apply_interval_us``, ``addr_unit`` and ``refresh_ms`` (``later``). Fields
+of features newer than 6.18 or that damond does not implement (probes, ``pause``,
+``sample_control``, ``goal_tuner``, ``fail_charge_*``, target ``obsolete``, the
+``probe_hits_wsum`` filter, goal ``complement``, newer goal metrics and actions) are refused with
+``EINVAL`` naming each field by its path, unless they hold their default. A key damo 3.4.3 does
+not know is refused too (a misspelt key would otherwise leave its field at the default
+silently).
 
 Dumping prints what damo prints (same keys, order, and text forms) except where damo's text would
 not load back to the same number (damo rounds sizes to ``%.3f MiB`` and times to ``%.3f s``, and

@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from damond.core.spec import (
+    NUMA_NO_NODE,
     ULONG_MAX,
     AccessPatternSpec,
     ContextSpec,
@@ -30,10 +31,15 @@ from damond.formats.damo.kdamonds.convert import (
     raw_ns,
     usec_to_aggrs,
 )
+from damond.formats.damo.kdamonds.later import (
+    dump_dests,
+    dump_filters,
+    dump_goals,
+    dump_intervals_goal,
+)
 from damond.formats.damo.units import (
     DamoTextError,
     Number,
-    format_bp,
     format_nr,
     format_permil,
     format_sz,
@@ -110,16 +116,17 @@ def _dump_context(d: _Dumper, ctx: ContextSpec) -> dict:
         "sample_us": d.time_us(a.sample_us, exact=False),
         "aggr_us": d.time_us(a.aggr_us, exact=False),
         "ops_update_us": d.time_us(a.update_us, exact=False),
-        "intervals_goal": {
-            "access_bp": format_bp(0, d.raw), "aggrs": format_nr(0, d.raw),
-            "min_sample_us": format_time_ns(0, d.raw), "max_sample_us": format_time_ns(0, d.raw),
-        },
+        "intervals_goal": dump_intervals_goal(
+            a.intervals_goal, d.raw, lambda us: d.time_us(us, exact=False)),
     }
     sample, aggr = text_to_us(intervals["sample_us"]), text_to_us(intervals["aggr_us"])
     has_pid = ctx.ops in ("vaddr", "fvaddr")
+    # damond's extension (docs/offload.md), written only when it is not the default
+    offload = {"damond_offload": ctx.offload} if ctx.offload != "auto" else {}
     return {
+        **offload,
         "ops": ctx.ops,
-        "addr_unit": "1" if d.raw else "1 B",
+        "addr_unit": d.size(ctx.addr_unit),
         "targets": [_dump_target(d, t, has_pid) for t in ctx.targets],
         "intervals": intervals,
         "nr_regions": {"min": d.nr(a.min_nr_regions), "max": d.nr(a.max_nr_regions)},
@@ -144,9 +151,13 @@ def _dump_target(d: _Dumper, t: TargetSpec, has_pid: bool) -> dict:
 
 def _dump_scheme(d: _Dumper, s: SchemeSpec, sample: Any, aggr: Any, aggr_us: int) -> dict:
     q, w = s.quota, s.wmarks
+    # damo prints target_nid for the migrate actions only; null is "never written" (-1)
+    nid = {"target_nid": None if s.target_nid == NUMA_NO_NODE else s.target_nid} if (
+        s.action.startswith("migrate_") or s.target_nid != NUMA_NO_NODE) else {}
     return {
         "action": s.action,
-        "dests": [],
+        "dests": dump_dests(s),
+        **nid,
         "access_pattern": {
             "sz_bytes": {"min": d.size(s.pattern.min_sz), "max": d.size(s.pattern.max_sz)},
             "nr_accesses": _dump_nr_accesses(d, s.pattern, sample, aggr),
@@ -159,7 +170,7 @@ def _dump_scheme(d: _Dumper, s: SchemeSpec, sample: Any, aggr: Any, aggr_us: int
             "reset_interval_ms": d.time_ms(q.reset_interval_ms),
             "fail_charge_num": format_nr(0, d.raw),
             "fail_charge_denom": format_nr(0, d.raw),
-            "goals": [],
+            "goals": dump_goals(q.goals, d.raw),
             "goal_tuner": "consist",
             "effective_sz_bytes": format_sz(0, d.raw),
             "weights": {"sz_permil": d.permil(q.weight_sz),
@@ -173,7 +184,7 @@ def _dump_scheme(d: _Dumper, s: SchemeSpec, sample: Any, aggr: Any, aggr_us: int
             "mid_permil": d.permil(w.mid),
             "low_permil": d.permil(w.low),
         },
-        "filters": [],
+        "filters": dump_filters(s, d.raw),
     }
 
 
@@ -227,7 +238,8 @@ def dump_kdamonds(specs: list[KdamondSpec], *, fmt: str = "json", raw: bool = Fa
         raise DamonError("EINVAL", f"unknown kdamonds format {fmt!r} (json or yaml)")
     d = _Dumper(raw)
     doc = {"kdamonds": [
-        {"refresh_ms": 0, "contexts": [_dump_context(d, c) for c in kd.contexts]} for kd in specs
+        {"refresh_ms": kd.refresh_ms, "contexts": [_dump_context(d, c) for c in kd.contexts]}
+        for kd in specs
     ]}
     if fmt == "json":
         return json.dumps(doc, indent=4) + "\n"

@@ -16,12 +16,13 @@ from damond.core.spec import ULONG_MAX
 from damond.formats.damo.kdamonds.convert import UNSET, percent_d, raw_ns
 from damond.formats.damo.units import DamoTextError
 
-#: The keys damo 3.4.3 knows in each kind of section; any other key is reported and ignored.
+#: The keys damo 3.4.3 knows in each kind of section; any other key is refused (a misspelt key
+#: would otherwise silently leave its field at the default).
 KNOWN_KEYS: dict[str, tuple[str, ...]] = {
     "top": ("kdamonds",),
     "kdamond": ("state", "pid", "refresh_ms", "contexts"),
     "context": ("ops", "addr_unit", "targets", "intervals", "nr_regions", "probes",
-                "sample_control", "pause", "schemes"),
+                "sample_control", "pause", "schemes", "damond_offload"),
     "target": ("pid", "obsolete", "regions", "damond_ops_args"),
     "region": ("start", "end", "nr_accesses", "age", "probe_hits", "sz_filter_passed"),
     "intervals": ("sample_us", "aggr_us", "ops_update_us", "intervals_goal"),
@@ -37,6 +38,11 @@ KNOWN_KEYS: dict[str, tuple[str, ...]] = {
                "fail_charge_denom", "goals", "goal_tuner", "effective_sz_bytes", "weights"),
     "weights": ("sz_permil", "nr_accesses_permil", "age_permil"),
     "watermarks": ("metric", "interval_us", "high_permil", "mid_permil", "low_permil"),
+    "filter": ("filter_type", "matching", "allow", "filter_pass", "memcg_path", "address_range",
+               "damon_target_idx", "hugepage_size", "probe_hits_wsum_range"),
+    "goal": ("metric", "complement", "nid", "memcg_path", "target_value", "current_value",
+             "target_value_bp", "current_value_bp"),
+    "dest": ("id", "weight"),
 }
 
 
@@ -52,13 +58,13 @@ class FieldReader:
         self.warnings: list[str] = []
 
     def section(self, node: Any, path: str, kind: str) -> dict | None:
-        """``node`` as a dict whose unknown keys are reported; None (with an error) otherwise."""
+        """``node`` as a dict whose unknown keys are refused; None (with an error) otherwise."""
         if not isinstance(node, dict):
             self.errors.append(f"{path}: expected a mapping, got {type(node).__name__}")
             return None
         for key in node:
             if key not in KNOWN_KEYS[kind]:
-                self.warnings.append(f"{path}.{key}: unknown key (ignored)")
+                self.errors.append(f"{path}.{key}: unknown key (damo 3.4.3 has no such field)")
         return node
 
     def items(self, node: Any, path: str) -> list:

@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from damond.core.spec import (
-    ACTIONS,
+    ALL_ACTIONS,
     UINT_MAX,
     ULONG_MAX,
     WMARK_METRICS,
@@ -38,10 +38,14 @@ from damond.formats.damo.kdamonds.convert import (
     usec_to_aggrs,
 )
 from damond.formats.damo.kdamonds.fields import FieldReader
+from damond.formats.damo.kdamonds.later import (
+    load_goals,
+    load_intervals_goal,
+    load_scheme_extras,
+)
 from damond.formats.damo.units import (
     DamoTextError,
     text_to_bool,
-    text_to_bp,
     text_to_bytes,
     text_to_ms,
     text_to_nr,
@@ -55,7 +59,7 @@ from damond.formats.damo.units import (
 _RAW_NS_FIELDS = (("quotas", "time_ms"), ("quotas", "reset_interval_ms"),
                   ("watermarks", "interval_us"))
 
-#: Actions damo knows (``_damon.py`` ``damos_actions``); those outside spec.ACTIONS are refused.
+#: Actions damo knows (``_damon.py`` ``damos_actions``); those Linux 6.18 lacks are refused.
 _DAMO_ACTIONS = ("willneed", "cold", "pageout", "hugepage", "collapse", "nohugepage", "lru_prio",
                  "lru_deprio", "migrate_hot", "migrate_cold", "stat")
 
@@ -64,13 +68,12 @@ def _load_kdamond(ld: FieldReader, node: Any, path: str) -> KdamondSpec:
     node = ld.section(node, path, "kdamond")
     if node is None:
         return KdamondSpec()
-    refresh = node.get("refresh_ms", 0)
-    ld.unimplemented(f"{path}.refresh_ms", ld.parse(refresh, f"{path}.refresh_ms", text_to_ms), 0)
+    refresh_ms = ld.number(node, "refresh_ms", path, text_to_ms, 0, limit=UINT_MAX)
     contexts = ld.required(node, "contexts", path, [])
     return KdamondSpec(contexts=[
         _load_context(ld, c, f"{path}.contexts[{i}]")
         for i, c in enumerate(ld.items(contexts, f"{path}.contexts"))
-    ])
+    ], refresh_ms=refresh_ms)
 
 
 def _load_context(ld: FieldReader, node: Any, path: str) -> ContextSpec:
@@ -81,20 +84,28 @@ def _load_context(ld: FieldReader, node: Any, path: str) -> ContextSpec:
     if not isinstance(ops, str):
         ld.errors.append(f"{path}.ops: expected a string, got {ops!r}")
         ops = ""
-    addr_unit = ld.parse(node.get("addr_unit", 1), f"{path}.addr_unit", text_to_bytes)
-    ld.unimplemented(f"{path}.addr_unit", addr_unit, 1)
+    addr_unit = ld.number(node, "addr_unit", path, text_to_bytes, 1)
+    if addr_unit == 0:
+        ld.errors.append(f"{path}.addr_unit: must be at least 1 (the kernel refuses 0)")
+        addr_unit = 1
     _check_context_extras(ld, node, path)
+    offload = node.get("damond_offload", "auto")  # damond's extension (docs/offload.md)
+    if offload not in ("auto", "never"):
+        ld.errors.append(f"{path}.damond_offload: {offload!r} is not auto or never")
+        offload = "auto"
     attrs, sample, aggr = _load_intervals(ld, node, path)
     _load_nr_regions(ld, node, path, attrs)
     targets = ld.required(node, "targets", path, [])
     schemes = node.get("schemes", [])
     return ContextSpec(
         ops=ops,
+        offload=offload,
         attrs=attrs,
         targets=[_load_target(ld, t, f"{path}.targets[{i}]")
                  for i, t in enumerate(ld.items(targets, f"{path}.targets"))],
         schemes=[_load_scheme(ld, s, f"{path}.schemes[{i}]", sample, aggr)
                  for i, s in enumerate(ld.items(schemes, f"{path}.schemes"))],
+        addr_unit=addr_unit,
     )
 
 
@@ -140,24 +151,9 @@ def _load_intervals(ld: FieldReader, node: dict, path: str) -> tuple[AttrsSpec, 
     attrs.aggr_us = ld.sysfs_int(typed["aggr_us"], f"{ipath}.aggr_us")
     attrs.update_us = ld.sysfs_int(typed["ops_update_us"], f"{ipath}.ops_update_us")
     if "intervals_goal" in iv:
-        _check_intervals_goal(ld, iv["intervals_goal"], f"{ipath}.intervals_goal")
+        attrs.intervals_goal = load_intervals_goal(ld, iv["intervals_goal"],
+                                                   f"{ipath}.intervals_goal")
     return attrs, typed["sample_us"], typed["aggr_us"]
-
-
-def _check_intervals_goal(ld: FieldReader, node: Any, path: str) -> None:
-    """Interval auto-tuning is off while ``aggrs`` is 0; damond implements only that."""
-    goal = ld.section(node, path, "intervals_goal")
-    if goal is None:
-        return
-    parsers = {"access_bp": text_to_bp, "aggrs": text_to_nr, "min_sample_us": text_to_us,
-               "max_sample_us": text_to_us}
-    values = {}
-    for key, parser in parsers.items():
-        value = ld.get(goal, key, path)
-        values[key] = UNSET if value is UNSET else ld.parse(value, f"{path}.{key}", parser)
-    ld.unimplemented(f"{path}.aggrs", values["aggrs"], 0)
-    if values["aggrs"] == 0 and any(values[k] not in (0, UNSET) for k in parsers):
-        ld.warnings.append(f"{path}: ignored, auto-tuning is disabled while aggrs is 0")
 
 
 def _load_nr_regions(ld: FieldReader, node: dict, path: str, attrs: AttrsSpec) -> None:
@@ -205,17 +201,18 @@ def _load_scheme(ld: FieldReader, node: Any, path: str, sample: Any, aggr: Any) 
     action = node.get("action", "stat")
     if action not in _DAMO_ACTIONS:
         ld.errors.append(f"{path}.action: unknown action {action!r}")
-    elif action not in ACTIONS:
-        ld.errors.append(f"{path}.action: {action!r} is not implemented by damond")
-    for key, default in (("dests", []), ("filters", []), ("target_nid", None)):
-        ld.unimplemented(f"{path}.{key}", node.get(key, default), default)
-    return SchemeSpec(
-        action=action if action in ACTIONS else "stat",
+    elif action not in ALL_ACTIONS:
+        ld.errors.append(f"{path}.action: {action!r} is not implemented by damond (it is newer "
+                         "than Linux 6.18)")
+    spec = SchemeSpec(
+        action=action if action in ALL_ACTIONS else "stat",
         pattern=_load_access_pattern(ld, node, path, sample, aggr),
         quota=_load_quotas(ld, node, path),
         wmarks=_load_watermarks(ld, node, path),
         apply_interval_us=ld.number(node, "apply_interval_us", path, text_to_us, 0),
     )
+    load_scheme_extras(ld, node, path, spec)
+    return spec
 
 
 def _load_access_pattern(ld: FieldReader, node: dict, path: str, sample: Any,
@@ -319,7 +316,7 @@ def _load_quotas(ld: FieldReader, node: dict, path: str) -> QuotaSpec:
     q = ld.section(node["quotas"], qpath, "quotas")
     if q is None:
         return QuotaSpec()
-    ld.unimplemented(f"{qpath}.goals", q.get("goals", []), [])
+    goals = load_goals(ld, q.get("goals", []), f"{qpath}.goals")
     ld.unimplemented(f"{qpath}.goal_tuner", q.get("goal_tuner", "consist"), "consist")
     for key in ("fail_charge_num", "fail_charge_denom"):
         ld.unimplemented(f"{qpath}.{key}", ld.parse(q.get(key, 0), f"{qpath}.{key}", text_to_nr), 0)
@@ -327,6 +324,7 @@ def _load_quotas(ld: FieldReader, node: dict, path: str) -> QuotaSpec:
         ms=ld.number(q, "time_ms", qpath, ld.raw_ns(text_to_ms)),
         sz=ld.number(q, "sz_bytes", qpath, text_to_bytes),
         reset_interval_ms=ld.number(q, "reset_interval_ms", qpath, ld.raw_ns(text_to_ms)),
+        goals=goals,
     )
     wpath = f"{qpath}.weights"
     weights = ld.get(q, "weights", qpath)
@@ -428,7 +426,7 @@ def load_kdamonds(text_or_obj: str | bytes | dict | list, *, fmt: str | None = N
     is_raw = _looks_raw(kdamonds) if raw is None else raw
     ld = FieldReader(is_raw)
     if isinstance(doc, dict):
-        ld.warnings += [f"{key}: unknown key (ignored)" for key in doc if key != "kdamonds"]
+        ld.errors += [f"{key}: unknown key" for key in doc if key != "kdamonds"]
     if is_raw and raw is None:
         ld.warnings.append(
             "raw form detected: bare numbers of age, quotas.time_ms, quotas.reset_interval_ms"
