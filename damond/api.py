@@ -130,10 +130,17 @@ def _quiet_unless_configured() -> None:
 
 @asynccontextmanager
 async def session(registry: OperationsRegistry | None = None, *, seed: int | None = None,
-                  min_region: int | None = None) -> AsyncIterator[Session]:
-    """Serve kdamonds for the duration of the ``async with`` block; they stop at its end."""
+                  min_region: int | None = None,
+                  cpu_budget: float = 0.0) -> AsyncIterator[Session]:
+    """Serve kdamonds for the duration of the ``async with`` block; they stop at its end.
+
+    ``cpu_budget`` is each kdamond's monitoring budget, a share of one CPU: a kdamond that
+    would cost more samples less often (``damond.core.budget``). In-process it is off unless
+    asked for (0: sample exactly as configured, as the kernel does); ``damond serve`` uses
+    ``damond.core.budget.DEFAULT_CPU_BUDGET``."""
     _quiet_unless_configured()
-    sched = Scheduler(registry or OperationsRegistry(), seed=seed, min_region=min_region)
+    sched = Scheduler(registry or OperationsRegistry(), seed=seed, min_region=min_region,
+                      cpu_budget=cpu_budget)
     async with trio.open_nursery() as nursery:
         await nursery.start(sched.serve)
         try:

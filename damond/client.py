@@ -4,7 +4,9 @@ Each argument is one command line; without arguments, standard input is sent as 
 by line as it comes, so the kernel documentation can be pasted: the server strips the ``# ``
 prompts and comments). Data lines go to standard output, notes (``# ...``) and ``ERR`` lines to
 standard error; the exit status is 1 if any command answered ``ERR``, 2 if the daemon could
-not be reached.
+not be reached. When standard output is closed early (``damond ctl 'trace 1000' | head -3``)
+it stops quietly, as Unix tools killed by SIGPIPE do: nothing on stderr, exit status 141
+(128 + SIGPIPE, what a shell reports for such a tool; ``head``'s status is the pipeline's).
 
 Input is sent from a thread while the main thread prints replies: a client that only wrote
 until done before reading could deadlock against a server blocked on sending it replies.
@@ -35,6 +37,13 @@ from damond.control.protocol import (
 )
 
 SOCKET_ENV = "DAMOND_SOCKET"
+#: exit status after standard output was closed: 128 + SIGPIPE, as a shell shows a tool that
+#: SIGPIPE ended
+EXIT_OUTPUT_CLOSED = 128 + 13
+
+
+class _OutputClosed(Exception):
+    """Standard output (or error) was closed by its reader."""
 
 
 def client_socket_path(explicit: str | None = None) -> str:
@@ -74,15 +83,21 @@ class ReplyPrinter:
         self._lines = LineSplitter()
 
     def feed(self, data: bytes) -> None:
-        for line in self._lines.feed(data):
-            self.line(line)
-        self.stdout.flush()
-        self.stderr.flush()
+        try:
+            for line in self._lines.feed(data):
+                self.line(line)
+            self.stdout.flush()
+            self.stderr.flush()
+        except BrokenPipeError:
+            raise _OutputClosed() from None
 
     def finish(self) -> None:
         # a prompt or an unterminated last line
-        self.stdout.write(self._lines.take_partial())
-        self.stdout.flush()
+        try:
+            self.stdout.write(self._lines.take_partial())
+            self.stdout.flush()
+        except BrokenPipeError:
+            raise _OutputClosed() from None
 
     def line(self, line: str) -> None:
         if line == OK:
@@ -118,14 +133,33 @@ def run_ctl(commands: list[str], *, socket_path: str | None = None,
     sender.start()
     printer = ReplyPrinter(stdout, stderr)
     try:
-        while data := sock.recv(65536):
-            printer.feed(data)
+        try:
+            while data := sock.recv(65536):
+                printer.feed(data)
+        finally:
+            sock.close()
+        printer.finish()
+    except _OutputClosed:
+        _silence_closed_output(stdout, stderr)
+        return EXIT_OUTPUT_CLOSED
     except KeyboardInterrupt:
         return 130
     except OSError as e:
         stderr.write(f"damond ctl: connection lost: {e.strerror or e}\n")
         return 2
-    finally:
-        printer.finish()
-        sock.close()
     return 1 if printer.failed else 0
+
+
+def _silence_closed_output(*streams: TextIO) -> None:
+    """Point the closed stream's descriptor at /dev/null: the interpreter flushes its buffer
+    at exit and would otherwise print a BrokenPipeError traceback on stderr."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        for stream in streams:
+            try:
+                stream.flush()
+            except (BrokenPipeError, ValueError):
+                with contextlib.suppress(OSError, ValueError, AttributeError):
+                    os.dup2(devnull, stream.fileno())
+    finally:
+        os.close(devnull)

@@ -11,7 +11,13 @@ may write (``SO_PEERCRED``) and keeps clients from hurting the kdamonds or each 
   ``trio.Lock``: however many clients are busy, one step of control work at a time is
   runnable next to the kdamonds. Long input is consumed in slices for the same reason.
 * Nothing blocks while holding the gate: replies are sent after it is released, so a client
-  that does not read stalls only itself.
+  that does not read stalls only itself; a command that waits (a ``commit`` for the
+  kdamond's next sample, a write for the lock of its kdamond, see ``damond.control.locks``,
+  a ``reload``) gives the gate up meanwhile.
+* ``ls``, ``tree`` and ``dump`` of a large tree (65,536 regions or schemes) run in a forked
+  copy of the daemon (:func:`forked_walk`): the loop only moves their bytes.
+* Connection slots are shared out so that a read-only peer holding hundreds of idle
+  connections cannot lock root out (:meth:`ControlServer.admit`).
 * ``trace`` buffers events per client in a bounded queue filled by a non-blocking subscriber
   (it runs inside the kdamond); what a slow client cannot take is dropped, counted and
   reported as ``# dropped N events``.
@@ -25,24 +31,26 @@ from __future__ import annotations
 
 import codecs
 import errno
+import gc
 import grp
 import os
 import re
 import select
+import signal
 import socket
 import stat
 import struct
 import time
 from collections import deque
-from collections.abc import AsyncIterator
-from contextlib import aclosing, asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing, asynccontextmanager, suppress
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import structlog
 import trio
 
-from damond.control.commands import Reply, Session
+from damond.control.commands import PeerCred, Reply, Session, Shared
 from damond.control.protocol import (
     CONTINUATION_PROMPT,
     OK,
@@ -51,6 +59,7 @@ from damond.control.protocol import (
     encode_lines,
     error_status,
     format_dropped_note,
+    format_stopped_note,
 )
 from damond.control.syntax import MAX_REQUEST_BYTES, LineAssembler
 from damond.core.events import AggregationEvent
@@ -84,6 +93,17 @@ TRACE_LINES_PER_STEP = 256
 HANGUP_POLL_S = 0.5
 #: connections served at once; more are told EAGAIN and closed (file descriptors are finite)
 MAX_CLIENTS = 512
+#: of those, kept for root and the daemon's own user: no one else can lock them out
+OWNER_RESERVE = 32
+#: of those, kept for peers who may write (the owners and --admin-group): read-only peers
+#: together hold at most MAX_CLIENTS - ADMIN_RESERVE
+ADMIN_RESERVE = 128
+#: connections one uid other than the owners' may hold at once
+MAX_CLIENTS_PER_UID = 64
+#: forked tree walkers (``ls``, ``tree``, ``dump`` of a large tree) running at once
+MAX_WALKERS = 2
+#: a forked walker that takes longer is killed and its client told ETIMEDOUT
+WALK_TIMEOUT_S = 120.0
 #: control steps whose CPU time ``status`` summarises
 STEP_HISTORY = 4096
 #: Linux SO_PEERGROUPS (4.13+): the peer's supplementary groups at connect(2)
@@ -120,16 +140,22 @@ def _refuse_live_socket(path: str) -> None:
     raise OSError(errno.EADDRINUSE, "another daemon is listening on it", path)
 
 
-def bind_control_socket(path: str) -> socket.socket:
+def bind_control_socket(path: str, *, create_directory: bool = False) -> socket.socket:
     """Create the listening socket at ``path`` (mode 0660), replacing a stale one.
 
     The socket is bound under a temporary name, given its mode, put in listening state and
     only then renamed to ``path``, so a client never finds a socket that refuses connections
-    or has the wrong mode. A missing directory is created with mode 0750.
+    or has the wrong mode. A missing directory is created (mode 0750) only when
+    ``create_directory`` is true, i.e. for the default path: a mistyped ``--socket`` must
+    fail with ENOENT rather than create directories nobody asked for.
     """
     path = os.path.abspath(path)
     directory = os.path.dirname(path)
     if not os.path.isdir(directory):
+        if not create_directory:
+            raise FileNotFoundError(
+                errno.ENOENT, "the socket's directory does not exist (damond creates only its "
+                "default directory; create it first)", directory)
         os.makedirs(directory, mode=SOCKET_DIR_MODE, exist_ok=True)
     _refuse_live_socket(path)
     tmp = f"{path}.{os.getpid()}.new"
@@ -325,6 +351,8 @@ class TraceFeed:
         self._wakeup = trio.Event()
         self._unsubscribes: list = []
         self._scheduler: Scheduler | None = None
+        #: the kdamonds followed, until their stop has been reported
+        self.followed: list[Kdamond] = []
 
     def push(self, event: AggregationEvent) -> None:
         n = event.nr_events
@@ -337,6 +365,14 @@ class TraceFeed:
 
     def follow(self, kd: Kdamond) -> None:
         self._unsubscribes.append(kd.subscribe(self.push))
+        self.followed.append(kd)
+
+    def stopped(self) -> list[Kdamond]:
+        """The followed kdamonds that stopped since the last call (each reported once; a
+        waiting stream looks every ``HANGUP_POLL_S``)."""
+        gone = [kd for kd in self.followed if kd.finished.is_set()]
+        self.followed = [kd for kd in self.followed if not kd.finished.is_set()]
+        return gone
 
     def attach(self, scheduler: Scheduler) -> None:
         self._scheduler = scheduler
@@ -366,6 +402,12 @@ class TraceFeed:
         return bool(self.events)
 
 
+def _stop_notes(feed: TraceFeed) -> list[str]:
+    """``# kdamond.N stopped: <why>`` for each followed kdamond that stopped meanwhile: a
+    client waiting for events learns why none come (e.g. its target process exited)."""
+    return [format_stopped_note(kd.name, kd.stop_reason or "stopped") for kd in feed.stopped()]
+
+
 def _hung_up(stream: trio.abc.Stream) -> bool:
     """Whether the peer closed (not merely half-closed) the connection."""
     sock = getattr(stream, "socket", None)
@@ -374,6 +416,97 @@ def _hung_up(stream: trio.abc.Stream) -> bool:
     poller = select.poll()
     poller.register(sock.fileno(), 0)  # POLLHUP and POLLERR are always reported
     return any(ev & (select.POLLHUP | select.POLLERR) for _, ev in poller.poll(0))
+
+
+# --------------------------------------------------------------------------------------------
+# Large walks: in a forked snapshot
+# --------------------------------------------------------------------------------------------
+
+
+def _walk_child(fn: Callable[[], Reply], fd: int) -> None:
+    """In the forked child: produce the reply, write ``<status>\n`` and then the reply's wire
+    bytes to ``fd``. Never returns."""
+    code = 0
+    try:
+        gc.disable()  # a collection would touch (and copy) every page of the snapshot
+        # signals are the daemon's business: die of them; wake no trio loop
+        signal.set_wakeup_fd(-1)
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, signal.SIG_DFL)
+        # hold no client's connection (or the listening socket) open while walking
+        os.closerange(3, fd)
+        os.closerange(fd + 1, _max_fd())
+        try:
+            reply = fn()
+            status, wire = reply.status, encode_lines(reply.lines())
+        except DamonError as e:
+            status = error_status(e.errno_name, e.what or "walk", e.why)
+            wire = encode_lines([status])
+        except BaseException as e:  # noqa: BLE001 - report, never unwind into trio
+            status = error_status("EIO", "walk", f"internal error in the walker "
+                                  f"({type(e).__name__}: {str(e)[:200]})")
+            wire = encode_lines([status])
+            code = 1
+        view = memoryview(status.encode("utf-8", "backslashreplace") + b"\n" + wire)
+        while view:
+            view = view[os.write(fd, view):]
+    except BaseException:  # noqa: BLE001
+        code = 2
+    finally:
+        os._exit(code)
+
+
+def _max_fd() -> int:
+    try:
+        return os.sysconf("SC_OPEN_MAX")
+    except (OSError, ValueError):
+        return 65536
+
+
+async def forked_walk(fn: Callable[[], Reply], limiter: trio.CapacityLimiter) -> Reply:
+    """Run ``fn`` (a read of a large tree) in a forked copy of the daemon and return its
+    reply, already encoded.
+
+    The child sees a copy-on-write snapshot of the tree as it was at the fork, so it needs no
+    lock and cannot see a write half done; the daemon meanwhile only moves the child's bytes
+    through a pipe, a few microseconds per 64 KiB, so its kdamonds keep their sampling
+    schedule and other clients are served (a thread would contend for the interpreter lock
+    and let a garbage collection of the walk's objects stop everything)."""
+    async with limiter:
+        rfd, wfd = os.pipe()
+        try:
+            pid = os.fork()
+        except OSError as e:
+            os.close(rfd)
+            os.close(wfd)
+            raise DamonError("EAGAIN", f"cannot fork a walker: {e.strerror}") from None
+        if pid == 0:  # pragma: no cover - the child
+            os.close(rfd)
+            _walk_child(fn, wfd)
+        os.close(wfd)
+        data = bytearray()
+        done = False
+        try:
+            async with trio.lowlevel.FdStream(rfd) as pipe:
+                with trio.move_on_after(WALK_TIMEOUT_S):
+                    while chunk := await pipe.receive_some(RECV_BYTES):
+                        data += chunk
+                    done = True
+        finally:
+            if not done:  # timed out, or the client left / the daemon stops
+                with suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(os.waitpid, pid, 0)
+        if not done:
+            raise DamonError("ETIMEDOUT", f"the walk took over {WALK_TIMEOUT_S:g} s")
+        head, sep, wire = bytes(data).partition(b"\n")
+        if not sep or not wire:
+            raise DamonError("EIO", "the walker ended without a reply; see the daemon log")
+        status = head.decode("utf-8", "replace")
+        if status.startswith("ERR EIO "):
+            log.error("tree walker failed", status=status)
+        return Reply(status=status, wire=wire)
 
 
 # --------------------------------------------------------------------------------------------
@@ -430,7 +563,11 @@ class _Connection:
                         reply: Reply | None = await anext(replies, None)
                     if reply is None:
                         break
-                    self.out += encode_lines(reply.lines())
+                    if reply.wire is not None:  # produced by a forked walker
+                        await self.flush()
+                        await self.stream.send_all(reply.wire)
+                    else:
+                        self.out += encode_lines(reply.lines())
                     if reply.trace is not None:
                         await self.flush()
                         await self._stream_trace(reply.trace.count)
@@ -452,6 +589,8 @@ class _Connection:
                 if not await feed.wait(HANGUP_POLL_S):
                     if _hung_up(self.stream):
                         raise _ClientGone()
+                    if stopped := _stop_notes(feed):
+                        await self.stream.send_all(encode_lines(stopped))
                     continue
                 async with self.server.step():
                     lines: list[str] = []
@@ -463,6 +602,8 @@ class _Connection:
                     if feed.dropped > reported:
                         lines.insert(0, format_dropped_note(feed.dropped - reported))
                         reported = feed.dropped
+                    if not feed.events:  # after the events a kdamond sent before it stopped
+                        lines += _stop_notes(feed)
                     data = encode_lines(lines) if lines else b""
                 if data:
                     await self.stream.send_all(data)
@@ -485,16 +626,26 @@ class ControlServer:
 
     def __init__(self, daemon: Daemon, *, admin_gid: int | None = None,
                  max_clients: int = MAX_CLIENTS,
+                 max_clients_per_uid: int = MAX_CLIENTS_PER_UID,
                  trace_buffer_lines: int = TRACE_BUFFER_LINES) -> None:
         self.daemon = daemon
         self.admin_gid = admin_gid
         self.max_clients = max_clients
+        self.max_clients_per_uid = max_clients_per_uid
         self.trace_buffer_lines = trace_buffer_lines
         #: one step of control work at a time (see the module docstring)
         self.gate = trio.Lock()
         self.started = time.monotonic()
         self.clients = 0
         self.connections = 0
+        #: connections held now: by uid, and by read-only peers together
+        self.clients_by_uid: dict[int, int] = {}
+        self.reader_clients = 0
+        self.refused = 0
+        #: the write locks and the tree walkers every session shares
+        self._walkers = trio.CapacityLimiter(MAX_WALKERS)
+        self.shared = Shared(outside_gate=self.outside_gate,
+                             run_walk=lambda fn: forked_walk(fn, self._walkers))
         #: CPU time of recent control steps: how long control work held the event loop
         self.step_cpu_ns: deque[int] = deque(maxlen=STEP_HISTORY)
 
@@ -509,10 +660,59 @@ class ControlServer:
             finally:
                 self.step_cpu_ns.append(time.thread_time_ns() - t0)
 
+    @asynccontextmanager
+    async def outside_gate(self) -> AsyncIterator[None]:
+        """Give up the gate while a command waits (for a kdamond, a write lock, a reload),
+        and take it back before the command goes on; a no-op for a task not holding it."""
+        owner = self.gate.statistics().owner
+        if owner is None or owner is not trio.lowlevel.current_task():
+            yield
+            return
+        self.gate.release()
+        try:
+            yield
+        finally:
+            with trio.CancelScope(shield=True):  # the step's exit releases it again
+                await self.gate.acquire()
+
+    def admit(self, uid: int, admin: bool) -> str | None:
+        """Take a connection slot for a peer, or say why there is none. Root and the daemon's
+        own user may use every slot; other writers all but ``OWNER_RESERVE``; read-only peers
+        all but ``ADMIN_RESERVE``; and no uid but the owners' more than
+        ``MAX_CLIENTS_PER_UID``: however many connections a reader holds idle, root can still
+        connect and stop a kdamond."""
+        owner = uid in (0, os.geteuid())
+        limit = self.max_clients
+        if not owner:
+            limit -= min(OWNER_RESERVE, self.max_clients // 4)
+        if self.clients >= limit:
+            return f"too many clients ({self.clients})"
+        if not owner and self.clients_by_uid.get(uid, 0) >= self.max_clients_per_uid:
+            return f"too many clients of uid {uid} ({self.max_clients_per_uid})"
+        if not admin and self.reader_clients >= self.max_clients - min(
+                ADMIN_RESERVE, self.max_clients // 2):
+            return f"too many read-only clients ({self.reader_clients})"
+        self.clients += 1
+        self.clients_by_uid[uid] = self.clients_by_uid.get(uid, 0) + 1
+        self.reader_clients += not admin
+        return None
+
+    def release(self, uid: int, admin: bool) -> None:
+        self.clients -= 1
+        self.reader_clients -= not admin
+        left = self.clients_by_uid[uid] - 1
+        if left:
+            self.clients_by_uid[uid] = left
+        else:
+            del self.clients_by_uid[uid]
+
     def status(self) -> dict[str, Any]:
         facts: dict[str, Any] = {"control_clients": self.clients,
+                                 "control_read_only_clients": self.reader_clients,
                                  "control_connections": self.connections,
+                                 "control_refused": self.refused,
                                  "control_steps": len(self.step_cpu_ns)}
+        facts.update({f"control_{k}": v for k, v in self.shared.locks.busy().items()})
         if self.step_cpu_ns:
             cpu_ms = np.fromiter(self.step_cpu_ns, dtype=np.float64) / 1e6
             facts["control_step_cpu_p99_ms"] = float(np.percentile(cpu_ms, 99))
@@ -536,25 +736,29 @@ class ControlServer:
             await trio.aclose_forcefully(stream)
             return
         admin = self.is_admin(uid, gid, groups)
-        await self.handle_stream(stream, admin=admin, peer=f"pid={pid} uid={uid}")
+        await self.handle_stream(stream, admin=admin, peer=f"pid={pid} uid={uid}",
+                                 cred=PeerCred(pid, uid, gid))
 
-    async def handle_stream(self, stream: trio.abc.Stream, *, admin: bool, peer: str) -> None:
-        """Serve one connection on any trio stream (tests use memory streams). Never raises:
-        a client's trouble ends that client only."""
+    async def handle_stream(self, stream: trio.abc.Stream, *, admin: bool, peer: str,
+                            cred: PeerCred | None = None) -> None:
+        """Serve one connection on any trio stream (tests use memory streams; ``cred`` None
+        is a trusted local peer). Never raises: a client's trouble ends that client only."""
         self.connections += 1
+        uid = 0 if cred is None else cred.uid
         try:
-            if self.clients >= self.max_clients:
+            refusal = self.admit(uid, admin)
+            if refusal is not None:
+                self.refused += 1
                 with trio.move_on_after(1):
                     await stream.send_all(encode_lines([error_status(
-                        "EAGAIN", "connection", f"too many clients ({self.max_clients})")]))
+                        "EAGAIN", "connection", refusal)]))
                 return
-            self.clients += 1
             try:
                 session = Session(self.daemon, admin=admin, peer=peer, started=self.started,
-                                  server_status=self.status)
+                                  server_status=self.status, cred=cred, shared=self.shared)
                 await _Connection(self, stream, session).run()
             finally:
-                self.clients -= 1
+                self.release(uid, admin)
         except (trio.BrokenResourceError, trio.ClosedResourceError, _ClientGone):
             log.debug("control client went away", peer=peer)
         except Exception:
@@ -570,8 +774,9 @@ async def serve_control(daemon: Daemon, *, path: str | None = None, sock: Any = 
 
     Listens on ``sock`` when given (an already-listening unix socket as a trio socket, stdlib
     socket or file descriptor, e.g. from systemd socket activation; it is not unlinked), else
-    binds ``path`` (default :func:`default_socket_path`), replacing a stale socket there, and
-    removes it on exit. ``admin_group`` (name or gid) may write besides root and the daemon's
+    binds ``path`` (default :func:`default_socket_path`, whose directory is created if missing;
+    a given path's directory must exist), replacing a stale socket there, and removes it on
+    exit. ``admin_group`` (name or gid) may write besides root and the daemon's
     own user. Reports the socket's path through ``task_status`` once clients can connect.
     Client handlers never raise; errors accepting connections (``EMFILE``, ...) are absorbed by
     ``trio.serve_listeners``, which waits and retries.
@@ -579,8 +784,9 @@ async def serve_control(daemon: Daemon, *, path: str | None = None, sock: Any = 
     server = ControlServer(daemon, admin_gid=resolve_group(admin_group))
     owned: tuple[str, tuple[int, int]] | None = None
     if sock is None:
+        create_directory = path is None
         path = os.path.abspath(path or default_socket_path())
-        std = bind_control_socket(path)
+        std = bind_control_socket(path, create_directory=create_directory)
         st = os.stat(path)
         owned = (path, (st.st_dev, st.st_ino))
         listener_sock = trio.socket.from_stdlib_socket(std)

@@ -29,11 +29,23 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import structlog
 import trio
+import trio.testing
 
 from damond.core import kdamond as loop
+from damond.core.attrs import sample_interval
+from damond.core.budget import (
+    DEFAULT_CPU_BUDGET,
+    MIN_WINDOW_SAMPLES,
+    BudgetState,
+    WindowCost,
+    check_budget,
+    effective_us,
+    next_state,
+)
 from damond.core.build import build_context, commit_context
 from damond.core.context import Context
 from damond.core.events import AggregationEvent, TargetSnapshot
+from damond.core.schemes import WalkControl, walk_request
 from damond.core.spec import ContextSpec
 from damond.errors import DamonError
 from damond.ops.registry import OperationsRegistry
@@ -110,6 +122,10 @@ class _Request:
 class Kdamond:
     """One running kdamond: a context, its operation set, and the task driving its loop."""
 
+    #: where the context runs (an offloaded runner says "kernel") and why not elsewhere
+    placement = "user space"
+    placement_why = ""
+
     def __init__(self, index: int, ctx: Context, ops: DamonOperations, scheduler: Scheduler,
                  *, group: str, exclusive: bool, context_index: int = 0) -> None:
         self.index = index
@@ -135,6 +151,19 @@ class Kdamond:
         self._sched_base = 0.0
         self._sched_k = 0
         self._sched_interval: float | None = None
+        # the monitoring budget (damond.core.budget): the controller's state, and the window
+        # (the samples since the last aggregation) being measured for its next decision
+        self.cpu_budget = scheduler.cpu_budget
+        self.budget = BudgetState()
+        self.budget_off_why = "" if self.cpu_budget > 0 else "disabled (a budget of 0)"
+        self.budget_exceeded = 0  # aggregation windows whose charged share exceeded the budget
+        self.last_window: WindowCost | None = None
+        self._charges_target = False  # the access check slows the target (smaps, soft_dirty)
+        self._w_start_ns = 0
+        self._w_cpu0 = 0
+        self._w_samples = 0
+        self._w_wake_ns: int | None = None
+        self._w_target_ns = 0
 
     @property
     def ops(self) -> DamonOperations:
@@ -172,6 +201,18 @@ class Kdamond:
 
         await self.call(apply)
 
+    async def walk_schemes(self, *, total_bytes_only: bool = False) -> WalkControl:
+        """``damos_walk()`` (the ``update_schemes_tried_regions`` / ``_tried_bytes`` state
+        keywords): wait until every scheme completed its next apply pass and return what each
+        tried (``control.regions[scheme_index]``, ``control.total_bytes[scheme_index]``).
+        ``control.canceled`` is True when no pass could come (no schemes, all deactivated by
+        watermarks, or the kdamond stopped). EBUSY while another walk is pending."""
+        done = trio.Event()
+        control = WalkControl(total_bytes_only=total_bytes_only, on_done=done.set)
+        await self.call(lambda ctx: walk_request(ctx, control))
+        await done.wait()
+        return control
+
     async def stop(self) -> None:
         """Stop and wait until the kdamond has cleaned up (``damon_stop()``)."""
         self.stop_reason = self.stop_reason or "stopped by request"
@@ -198,6 +239,10 @@ class Kdamond:
         self._clock_ns = lambda: round(clock.current_time() * 1e9)
         ctx.clock_ns = self._clock_ns
         self._mono_offset_ns = time.monotonic_ns() - self._clock_ns()
+        if self.cpu_budget > 0 and isinstance(clock, trio.testing.MockClock):
+            # CPU seconds against virtual seconds mean nothing: sample as configured
+            self.budget_off_why = "off: the clock is virtual (trio.testing.MockClock)"
+        self._restart_window()
         try:
             with self._cancel_scope:
                 await self._drive(loop.kdamond_start(ctx))
@@ -241,8 +286,14 @@ class Kdamond:
         system call, ~0.1 ms under emulation), plus the CPU of calls run in a worker thread.
         Operation-set calls run inline unless they may block and the set says it blocks (then
         in a worker thread, so that a pageout never stalls clients or other kdamonds).
+
+        For the budget it also measures what waking up for a sample costs (the thread's CPU
+        across the sample wait, less the other kdamonds' work in between) and, when the access
+        check slows the target, how long the access checks took (charged again, as the
+        target's loss).
         """
         stats = self.stats
+        sched = self._scheduler
         value: Any = None
         wall0, cpu0 = time.perf_counter_ns(), time.thread_time_ns()
         try:
@@ -254,37 +305,58 @@ class Kdamond:
                 value = None
                 kind = type(effect)
                 if kind is loop.OpsCall:
-                    if effect.may_block and self.ctx.ops.info.blocking:
-                        value, cpu_ns = await trio.to_thread.run_sync(_timed_cpu, effect.fn,
+                    ops = self.ctx.ops
+                    fn = effect.fn
+                    if effect.may_block and ops.info.blocking:
+                        value, cpu_ns = await trio.to_thread.run_sync(_timed_cpu, fn,
                                                                        *effect.args)
                         stats.cpu_ns += cpu_ns
+                    elif self._charges_target and (fn is ops.prepare_access_checks
+                                                   or fn is ops.check_accesses):
+                        t0 = time.perf_counter_ns()
+                        value = fn(*effect.args)
+                        self._w_target_ns += time.perf_counter_ns() - t0
                     else:
-                        value = effect.fn(*effect.args)
+                        value = fn(*effect.args)
+                    if fn is ops.init or fn is ops.update:
+                        self._refresh_target_charge()
                     continue
                 if kind is loop.ServeRequests:
-                    self._serve_requests()
+                    if self._requests:
+                        self._serve_requests()
+                        self._refresh_target_charge()  # a commit may change the targets
                     continue
                 if kind is loop.Aggregated:
                     self._emit()
+                    self._budget_decide()
                     continue
                 # a wait: close the span, wait, open a new one
+                cpu_end = time.thread_time_ns()
                 stats.busy_ns += time.perf_counter_ns() - wall0
-                stats.cpu_ns += time.thread_time_ns() - cpu0
+                stats.cpu_ns += cpu_end - cpu0
+                sched.span_cpu_ns += cpu_end - cpu0
+                others0 = sched.span_cpu_ns
                 if kind is loop.SampleWait:
                     await self._sample_wait()
                 else:
                     await self._activation_wait(effect.us)
                 wall0, cpu0 = time.perf_counter_ns(), time.thread_time_ns()
+                if kind is loop.SampleWait:
+                    wake = cpu0 - cpu_end - (sched.span_cpu_ns - others0)
+                    if self._w_wake_ns is None or wake < self._w_wake_ns:
+                        self._w_wake_ns = max(0, wake)
         finally:
+            cpu_end = time.thread_time_ns()
             stats.busy_ns += time.perf_counter_ns() - wall0
-            stats.cpu_ns += time.thread_time_ns() - cpu0
+            stats.cpu_ns += cpu_end - cpu0
+            sched.span_cpu_ns += cpu_end - cpu0
 
     async def _sample_wait(self) -> None:
         """Sleep to the next sample's absolute deadline; a sample that starts after its
         deadline already passed is an overrun, and the schedule restarts from now."""
         stats = self.stats
         now = trio.current_time()
-        interval = (self.ctx.attrs.sample_us or 1) / 1e6
+        interval = self.effective_sample_us() / 1e6
         if interval != self._sched_interval:
             self._sched_interval = interval
             self._sched_base, self._sched_k = now, 0
@@ -297,6 +369,81 @@ class Kdamond:
         await trio.sleep_until(deadline)
         stats.lateness_s.append(trio.current_time() - deadline)
         stats.samples += 1
+        self._w_samples += 1
+
+    # -- the monitoring budget ------------------------------------------------------------
+
+    def effective_sample_us(self) -> int:
+        """The sampling interval in force: the configured one, stretched by the budget."""
+        return effective_us(sample_interval(self.ctx.attrs), self.budget.stretch)
+
+    def effective_aggr_us(self) -> int:
+        """The aggregation interval in force (samples per aggregation are kept)."""
+        return effective_us(self.ctx.attrs.aggr_us, self.budget.stretch)
+
+    def _refresh_target_charge(self) -> None:
+        """Whether the access check in use slows the target itself: ``smaps`` and
+        ``soft_dirty`` clear bits of the whole process and walk all its page tables at every
+        sample; ``page_idle`` touches the sampled pages only. Read from the operation set's
+        status (``targets[].access_check``) at start, at each update and after requests."""
+        try:
+            targets = self.ops.status(self.ctx).get("targets", [])
+        except Exception:  # a status bug must not stop monitoring; charge nothing extra
+            targets = []
+        self._charges_target = any(
+            isinstance(t, dict) and t.get("access_check") in _TARGET_CHARGED for t in targets)
+
+    def _budget_decide(self) -> None:
+        """At an aggregation boundary with at least ``MIN_WINDOW_SAMPLES`` samples measured
+        since the last decision: close that window and let the controller choose the next
+        sampling interval. The interval changes only here, so that every aggregation has one
+        sampling interval."""
+        if self._w_samples < MIN_WINDOW_SAMPLES:
+            return
+        now = self._clock_ns()
+        w = WindowCost(samples=self._w_samples, own_ns=self.stats.cpu_ns - self._w_cpu0,
+                       wake_ns=self._w_wake_ns or 0, target_ns=self._w_target_ns,
+                       wall_ns=now - self._w_start_ns)
+        self._restart_window()
+        if not w.samples or not w.wall_ns:
+            return
+        self.last_window = w
+        if self.budget_off_why:
+            return
+        if w.charged_share > self.cpu_budget:
+            self.budget_exceeded += 1
+        old = self.budget
+        self.budget = next_state(old, budget=self.cpu_budget,
+                                 sample_s=sample_interval(self.ctx.attrs) / 1e6,
+                                 cost_s=w.cost_per_sample_s)
+        if self.budget.stretch != old.stretch:
+            log.info("sampling interval stretched by the CPU budget"
+                     if self.budget.stretch > old.stretch
+                     else "sampling interval shortened" if self.budget.stretch > 1
+                     else "sampling interval back to the configured one",
+                     kdamond=self.index, sample_us=self.effective_sample_us(),
+                     aggr_us=self.effective_aggr_us(),
+                     configured_sample_us=self.ctx.attrs.sample_us,
+                     cpu_budget=self.cpu_budget, charged_share=round(w.charged_share, 4),
+                     cost_per_sample_us=round(w.cost_per_sample_s * 1e6, 1))
+
+    def _restart_window(self) -> None:
+        self._w_start_ns, self._w_cpu0 = self._clock_ns(), self.stats.cpu_ns
+        self._w_samples, self._w_wake_ns, self._w_target_ns = 0, None, 0
+
+    def budget_status(self) -> dict[str, Any]:
+        """The budget's facts for ``status`` and the metrics."""
+        w = self.last_window
+        return {
+            "cpu_budget": self.cpu_budget,
+            "state": self.budget_off_why or "on",
+            "stretch": round(self.budget.stretch, 3),
+            "cpu_share": round(w.cpu_share, 4) if w else 0.0,
+            "charged_share": round(w.charged_share, 4) if w else 0.0,
+            "target_charged": self._charges_target,
+            "exceeded": self.budget_exceeded,
+            "changes": self.budget.changes,
+        }
 
     async def _activation_wait(self, wait_us: int) -> None:
         """Watermarks: no scheme is active; wait, or less when a request arrives."""
@@ -305,6 +452,7 @@ class Kdamond:
         with trio.move_on_after(wait_us / 1e6):
             await self._wakeup.wait()
         self._sched_interval = None  # the sampling schedule restarts after a wait
+        self._restart_window()  # time spent not sampling is no part of a sampling window
 
     def _serve_requests(self) -> None:
         ctx = self.ctx
@@ -343,13 +491,24 @@ class Kdamond:
         s = self.stats
         return {
             "kdamond": self.index, "state": "on" if self.running else "off",
-            "ops": self.ctx.ops_name, "nr_targets": len(self.ctx.targets),
+            **({} if self.running else {"stop_reason": self.stop_reason or "not started"}),
+            "ops": self.ctx.ops_name, "runs": self.placement,
+            "runs_why": self.placement_why or "damond's own sensing",
+            "nr_targets": len(self.ctx.targets),
             "nr_regions": self.ctx.nr_regions(), "samples": s.samples,
             "aggregations": s.aggregations, "overruns": s.overruns,
             "cpu_s": s.cpu_ns / 1e9, "wmark_waits": s.wmark_waits,
+            "sample_us": self.ctx.attrs.sample_us, "aggr_us": self.ctx.attrs.aggr_us,
+            "effective_sample_us": self.effective_sample_us(),
+            "effective_aggr_us": self.effective_aggr_us(),
+            "budget": self.budget_status(),
             "lateness_p99_ms": s.lateness_percentile(99) * 1e3,
             "ops_status": self.ops.status(self.ctx),
         }
+
+
+#: Access checks whose cost the target pays too (see ``Kdamond._refresh_target_charge``).
+_TARGET_CHARGED = frozenset({"smaps", "soft_dirty"})
 
 
 def _timed_cpu(fn, *args):
@@ -369,13 +528,22 @@ class Scheduler:
     (debugfs) runs alone (``damon_start()``: EBUSY otherwise)."""
 
     def __init__(self, registry: OperationsRegistry, *, seed: int | None = None,
-                 min_region: int | None = None) -> None:
+                 min_region: int | None = None,
+                 cpu_budget: float = DEFAULT_CPU_BUDGET) -> None:
         self.registry = registry
+        #: each kdamond's budget, a share of one CPU (``damond.core.budget``; 0 disables it)
+        self.cpu_budget = check_budget(cpu_budget)
+        #: CPU of every kdamond's work in the event loop's thread (tells wake-up costs apart)
+        self.span_cpu_ns = 0
         self.seed = seed
         self.min_region = PAGE_SIZE if min_region is None else min_region
         self.running: list[Kdamond] = []
         #: called with each kdamond that starts (e.g. so trace clients follow new kdamonds)
         self.start_listeners: list[Callable[[Kdamond], None]] = []
+        #: the kernel offload hook (``damond.service.offload``): ``try_start(index, spec, ctx,
+        #: scheduler, group=)`` returns a runner with Kdamond's surface, or None and the reason
+        #: the context runs here in user space; None: every context runs in user space
+        self.offloader: Any = None
         self._nursery: trio.Nursery | None = None
 
     async def serve(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
@@ -385,12 +553,25 @@ class Scheduler:
             task_status.started(self)
             await trio.sleep_forever()
 
-    def build(self, spec: ContextSpec) -> Context:
-        """Validate and build a context from a spec (nothing is started)."""
+    def build(self, spec: ContextSpec, *, ops_check: bool = True) -> Context:
+        """Validate and build a context from a spec (nothing is started). ``ops_check=False``
+        skips the operation set's own check (a context offloaded to the kernel's DAMON needs
+        none of damond's sensing facilities)."""
         ctx = build_context(spec, avail_operations=self.registry.avail_operations(),
                             min_region=self.min_region, seed=self.seed)
-        self.registry.resolve(spec.ops).validate(ctx)
+        if ops_check:
+            self.registry.resolve(spec.ops).validate(ctx)
         return ctx
+
+    def _build_deferred(self, spec: ContextSpec) -> tuple[Context, DamonError | None]:
+        """Build with the core's checks; the operation set's refusal is returned, not raised,
+        so that a context the kernel's DAMON can run still starts there."""
+        ctx = self.build(spec, ops_check=False)
+        try:
+            self.registry.resolve(spec.ops).validate(ctx)
+        except DamonError as e:
+            return ctx, e
+        return ctx, None
 
     async def start(self, specs: list[tuple[int, ContextSpec]], *, group: str,
                     exclusive: bool) -> list[Kdamond]:
@@ -403,13 +584,28 @@ class Scheduler:
             busy = ", ".join(sorted({k.group for k in self.running}))
             raise DamonError("EBUSY", f"kdamonds of {busy} are running and exclusive use "
                              "was requested or is in force")
-        built = [(i, self.build(spec), spec.ops) for i, spec in specs]
-        started = []
-        for ctx_index, (index, ctx, ops_name) in enumerate(built):
-            kd = Kdamond(index, ctx, self.registry.resolve(ops_name), self, group=group,
-                         exclusive=exclusive, context_index=ctx_index if exclusive else 0)
-            self.running.append(kd)
+        built = [(i, *self._build_deferred(spec), spec) for i, spec in specs]
+        if self.offloader is None:  # all or nothing: refuse before the first start
+            for _, _, refused, _ in built:
+                if refused is not None:
+                    raise refused
+        started: list[Any] = []
+        for ctx_index, (index, ctx, refused, spec) in enumerate(built):
+            ops_name = spec.ops
             try:
+                kd, why = None, ""
+                if self.offloader is not None:
+                    ctx.ops = self.registry.resolve(ops_name)
+                    kd, why = await self.offloader.try_start(index, spec, ctx, self,
+                                                             group=group)
+                if kd is None and refused is not None:
+                    raise DamonError(refused.errno_name, f"{refused.why}; and it cannot run "
+                                     f"in the kernel's DAMON: {why}", refused.what)
+                if kd is None:
+                    kd = Kdamond(index, ctx, self.registry.resolve(ops_name), self, group=group,
+                                 exclusive=exclusive, context_index=ctx_index if exclusive else 0)
+                    kd.placement_why = why
+                self.running.append(kd)
                 await self._nursery.start(kd.run)
             except BaseException:
                 for k in started:
@@ -419,7 +615,7 @@ class Scheduler:
             for listener in list(self.start_listeners):
                 listener(kd)
             log.info("kdamond started", kdamond=index, ops=ops_name, group=group,
-                     targets=len(ctx.targets), schemes=len(ctx.schemes))
+                     targets=len(ctx.targets), schemes=len(ctx.schemes), runs=kd.placement)
         return started
 
     def _forget(self, kd: Kdamond) -> None:

@@ -43,14 +43,10 @@ def test_readme_socat_and_ctl_examples(damond):  # noqa: F811
     lines = out.stdout.splitlines()
     assert lines[:5] == ["OK"] * 5
     assert lines[5:7] == ["on", "OK"]
-    assert lines[7] == "OK" and lines[-1] == "OK"
-    events = [line for line in lines[8:-1] if not line.startswith("# ")]
+    assert lines[7] == "OK" and lines[-2:] == ["OK", "OK"]   # trace's end, then 'off'
+    events = [line for line in lines[8:-2] if not line.startswith("# ")]
     assert len(events) == 3 and all("damon:damon_aggregated: target_id=0" in e for e in events)
-
-    script = _block_after("**With `damond ctl`**").replace("sleep 600", "sleep 30")
-    out = _run(script, damond.path)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip().splitlines()[-1] == str(_daemon_pid(damond))
+    # the ctl example, and the rest in order: test_readme_control_examples_in_order
 
 
 def _daemon_pid(d) -> int:
@@ -119,3 +115,59 @@ def test_api_doc_example_prints_results_quietly(tmp_path):
     regions = [line for line in lines if "damon:damon_aggregated: target_id=0" in line]
     assert regions and lines[-1].startswith("pageout scheme: SchemeStats(nr_tried=")
     assert len(lines) == len(regions) + 1   # nothing else: no log lines
+
+
+# -- the control examples exactly as printed, in order, on a fresh daemon ------------------------
+
+CONTROL_EXAMPLES = ("**With socat**", "**With `damond ctl`**", 'scheme="4096 8192')
+
+
+def _example(marker: str) -> str:
+    if marker.startswith("scheme="):  # the debugfs block starts with its first line
+        text = README.read_text()
+        start = text.rindex("```sh\n", 0, text.index(marker))
+        return text[start + len("```sh\n"):].split("```", 1)[0]
+    return _block_after(marker)
+
+
+def _run_example(marker: str, d) -> subprocess.CompletedProcess:
+    """Run the README's block as printed; only the socket path is the test's own."""
+    out = _run(_example(marker), d.path)
+    assert out.returncode == 0, (marker, out.stdout, out.stderr)
+    return out
+
+
+def _kill_example_workload(d) -> None:
+    """The ctl example's 'sleep 600 &' outlives its shell: end it."""
+    import contextlib
+
+    from tests.control.conftest import Conn
+
+    with Conn(d.path) as c:
+        pid = int(c.value("kdamonds/0/contexts/0/targets/0/pid_target"))
+        c.cmd("echo off > kdamonds/0/state")
+    if pid > 0:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, 9)
+
+
+def test_readme_ctl_example_alone_on_a_fresh_daemon(damond):  # noqa: F811
+    try:
+        out = _run_example("**With `damond ctl`**", damond)
+        assert out.stdout.strip().splitlines() == [str(_daemon_pid(damond))]
+    finally:
+        _kill_example_workload(damond)
+
+
+def test_readme_control_examples_in_order(damond):  # noqa: F811
+    try:
+        outs = [_run_example(marker, damond) for marker in CONTROL_EXAMPLES]
+    finally:
+        _kill_example_workload(damond)
+    socat, ctl, debugfs = outs
+    assert socat.stdout.splitlines()[-2:] == ["OK", "OK"]
+    assert ctl.stdout.strip().splitlines() == [str(_daemon_pid(damond))]
+    # a full scheme line is installed (and read back with its five statistics), no note
+    assert debugfs.stdout.splitlines() == [
+        "4096 8192 0 5 10 20 2 10 1073741824 1000 0 0 100 1 5000000 600 500 300 0 0 0 0 0"]
+    assert "# " not in debugfs.stderr

@@ -14,11 +14,14 @@ The wire text itself (status and note lines, data-line escaping, prompts) is def
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import platform
+import stat
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +29,8 @@ import structlog
 import trio
 
 from damond import __version__
+from damond.control.locks import TreeLocks, lock_key, needs_lock
+from damond.control.peer_access import read_access_refusal
 from damond.control.protocol import (
     NOTE_PREFIX,
     OK,
@@ -37,8 +42,10 @@ from damond.control.protocol import (
 from damond.control.syntax import Incomplete, Step, echo_payload, parse
 from damond.errors import DamonError
 from damond.formats.damo.kdamonds import dump_kdamonds
+from damond.interfaces.kparse import kstrtoint, kstrtoull, str_to_ints
+from damond.interfaces.sysfs import STATE_COMMANDS
 from damond.interfaces.tracepoint import EVENT_NAME
-from damond.interfaces.vfs import SYSFS_ADMIN, Node, Resolved
+from damond.interfaces.vfs import DEBUGFS_DAMON, SYSFS_ADMIN, Node, Resolved
 
 if TYPE_CHECKING:
     from damond.service.daemon import Daemon
@@ -75,6 +82,9 @@ class Reply:
     status: str = OK
     trace: TraceRequest | None = None
     quit: bool = False
+    #: the whole reply (data and status lines) already encoded for the wire, when it was
+    #: produced elsewhere (a walk of a large tree); ``data`` is then empty
+    wire: bytes | None = None
 
     @property
     def ok(self) -> bool:
@@ -95,7 +105,26 @@ def content_lines(text: str) -> list[str]:
         return []
     if text.endswith("\n"):
         text = text[:-1]
-    return [escape_data_line(line) for line in text.split("\n")]
+    return [escape_data_line(line) for line in _split_lines(text)]
+
+
+#: above this size text is split in slices (one C call on megabytes takes tens of ms)
+_SLICE = 64 * 1024
+
+
+def _split_lines(text: str) -> list[str]:
+    """``text.split("\n")``, in slices of about ``_SLICE`` characters."""
+    if len(text) <= _SLICE:
+        return text.split("\n")
+    out: list[str] = []
+    start = 0
+    while True:
+        cut = text.find("\n", start + _SLICE)
+        if cut < 0:
+            out += text[start:].split("\n")
+            return out
+        out += text[start:cut].split("\n")
+        start = cut + 1
 
 
 @functools.lru_cache(maxsize=512)
@@ -163,25 +192,92 @@ def _written_file(step: Step) -> str:
     return operands[0] if operands else step.argv[0]
 
 
+#: longest argument a log line quotes in full: any reader can send 64 KiB requests, and a
+#: log that copies them whole can be flooded
+_LOG_ARG_CHARS = 200
+
+
+def _bounded(text: str) -> str:
+    if len(text) <= _LOG_ARG_CHARS:
+        return text
+    return f"{text[:_LOG_ARG_CHARS]}... ({len(text)} characters)"
+
+
 # --------------------------------------------------------------------------------------------
 # Session
 # --------------------------------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def _nothing() -> AsyncIterator[None]:
+    yield
+
+
+@dataclass(frozen=True)
+class PeerCred:
+    """The peer's credentials as ``SO_PEERCRED`` gave them at connect(2)."""
+
+    pid: int
+    uid: int
+    gid: int
+
+
+async def _inline(fn: Callable[[], Reply]) -> Reply:
+    await trio.lowlevel.checkpoint()
+    return fn()
+
+
+@dataclass
+class Shared:
+    """What every connection of one daemon shares (the socket server makes one; an in-process
+    Session gets its own): the write locks, how a large tree is walked, and how a command that
+    waits gives up the server's gate meanwhile."""
+
+    locks: TreeLocks = field(default_factory=TreeLocks)
+    #: runs a walk of a large tree (``ls``, ``tree``, ``dump``) and returns its reply; the
+    #: socket server runs it in a forked snapshot of the daemon (see ``control_socket``), so
+    #: that neither the event loop nor the interpreter lock is held for seconds
+    run_walk: Callable[[Callable[[], Reply]], Awaitable[Reply]] = _inline
+    #: a context manager that releases the server's gate while a command waits
+    outside_gate: Callable[[], AbstractAsyncContextManager[None]] = _nothing
+
+
+#: a tree with at most this many regions, schemes and targets is walked inline: it costs
+#: less than a fork
+SMALL_TREE = 2048
+
+
+def tree_size(daemon: Daemon) -> int:
+    """Regions, schemes and targets in the sysfs and debugfs trees (what makes walks long)."""
+    n = 0
+    for kd in daemon.sysfs.kdamonds:
+        for c in kd.contexts:
+            n += len(c.spec.schemes) + sum(1 + len(t.regions) for t in c.spec.targets)
+    for ctx in daemon.debugfs.contexts:
+        n += len(ctx.schemes) + sum(1 + len(r) for r in ctx.regions)
+    return n
 
 
 class Session:
     """One client's view of the daemon: working directory, authorization, prompt mode.
 
     ``admin`` clients may write; others may only read (writes answer ``ERR EPERM``).
+    ``cred``: the peer's credentials (None: an in-process client, trusted as root); a writer
+    that is neither root nor the daemon's own user may only name processes it could
+    ptrace-read (see :mod:`damond.control.peer_access`).
     ``started`` is the daemon's start time (``time.monotonic()``) for ``status``;
     ``server_status`` adds transport facts (e.g. connected clients) to ``status``.
     """
 
     def __init__(self, daemon: Daemon, *, admin: bool = True, peer: str = "local",
                  started: float | None = None,
-                 server_status: Callable[[], dict[str, Any]] | None = None) -> None:
+                 server_status: Callable[[], dict[str, Any]] | None = None,
+                 cred: PeerCred | None = None, shared: Shared | None = None) -> None:
         self.daemon = daemon
         self.admin = admin
         self.peer = peer
+        self.cred = cred
+        self.shared = shared or Shared()
         self.cwd = SYSFS_ADMIN
         self.prompt = False
         self.started = time.monotonic() if started is None else started
@@ -236,8 +332,9 @@ class Session:
         except DamonError as e:
             return _error_reply(e, name)
         except Exception as e:  # a bug must cost one command, not the connection or daemon
-            log.exception("control command failed", argv=step.argv, redirect=step.redirect,
-                          cwd=self.cwd, peer=self.peer)
+            log.exception("control command failed", argv=[_bounded(a) for a in step.argv],
+                          redirect=step.redirect and _bounded(step.redirect), cwd=self.cwd,
+                          peer=self.peer)
             return Reply(status=error_status(
                 "EIO", name, f"internal error ({type(e).__name__}); see the daemon log"))
 
@@ -264,14 +361,54 @@ class Session:
             raise e.with_what(path) from None
 
     async def write_file(self, path: str, payload: str, notes: list[str]) -> None:
-        """One ``write(2)`` of ``payload`` to the file at ``path``."""
-        node = self.resolve(path, notes).node
-        if node.is_dir():
-            raise DamonError("EISDIR", "is a directory", path)
-        try:
-            await node.write(payload)
-        except DamonError as e:
-            raise e.with_what(path) from None
+        """One ``write(2)`` of ``payload`` to the file at ``path``.
+
+        The write runs outside the server's gate, holding only the lock of the part of the
+        tree it changes (:mod:`damond.control.locks`): a ``commit`` that waits for a slow
+        kdamond's next sample delays writes to that kdamond only, never other clients.
+        """
+        if not path:
+            raise DamonError("ENOENT", "no such file or directory", path)
+        full = self.daemon.vfs.normalize(path, self.cwd)
+        key = lock_key(full) if needs_lock(full) else None
+        async with self.shared.outside_gate(), self.shared.locks.write(key):
+            res = self.resolve(path, notes)
+            node = res.node
+            if node.is_dir():
+                raise DamonError("EISDIR", "is a directory", path)
+            self._check_target_access(res.path, payload, path)
+            try:
+                said = await node.write(payload)
+            except DamonError as e:
+                raise e.with_what(path) from None
+        notes.extend(NOTE_PREFIX + one_line(n) for n in said)
+
+    def _check_target_access(self, canonical: str, payload: str, path: str) -> None:
+        """A writer other than root may name only processes it may ptrace-read itself."""
+        cred = self.cred
+        if cred is None or cred.uid in (0, os.geteuid()):
+            return
+        name = canonical.rsplit("/", 1)[-1]
+        if name == "pid_target" and canonical.startswith(SYSFS_ADMIN + "/"):
+            try:
+                pids = [kstrtoint(payload)]
+            except DamonError:
+                return  # the file refuses it with the kernel's errno
+        elif name == "target_ids" and canonical.startswith(DEBUGFS_DAMON + "/"):
+            pids = str_to_ints(payload)
+        else:
+            return
+        for pid in pids:
+            if pid > 0 and (why := read_access_refusal(pid, cred.pid, cred.uid, cred.gid)):
+                raise DamonError("EPERM", why, path)
+
+    async def walk(self, fn: Callable[[], Reply]) -> Reply:
+        """The reply of ``fn``, a read of a possibly huge part of the tree: inline for a small
+        tree, else through ``Shared.run_walk`` (a snapshot walked off the event loop)."""
+        if tree_size(self.daemon) <= SMALL_TREE:
+            return fn()
+        async with self.shared.outside_gate():  # other clients go on meanwhile
+            return await self.shared.run_walk(fn)
 
 
 # --------------------------------------------------------------------------------------------
@@ -346,25 +483,42 @@ async def _write(s: Session, step: Step) -> Reply:
 
 def _sorted_entries(node: Node) -> list[tuple[str, Node]]:
     # ls sorts names by byte value in the C locale; every DAMON file name is ASCII
-    return sorted(node.entries().items())
+    return sorted(node.entries().items(), key=_name)
+
+
+def _name(item: tuple[str, Node]) -> str:
+    return item[0]
 
 
 def _entry_name(name: str, node: Node) -> str:
     return name + "/" if node.is_dir() else name
 
 
-@_command("ls", "ls [PATH]", "list a directory (directories end with /)")
+@_command("ls", "ls [-l] [PATH]",
+          "list a directory (directories end with /; -l: each with its mode, as 'ls -l')")
 async def _ls(s: Session, step: Step) -> Reply:
-    args = [a for a in step.argv[1:] if a not in ("-1", "-p", "-F")]
+    args = [a for a in step.argv[1:] if a not in ("-1", "-p", "-F", "-l")]
     if len(args) > 1:
         raise DamonError("EINVAL", "list one directory at a time", step.argv[0])
     path = args[0] if args else "."
+    return await s.walk(lambda: _ls_reply(s, step, path))
+
+
+def _ls_reply(s: Session, step: Step, path: str) -> Reply:
     notes: list[str] = []
     res = s.resolve(path, notes)
+
+    def show(name: str, node: Node) -> str:
+        # -l: the mode as ls shows it (the FUSE mount's stat() comes from here)
+        text = _entry_name(name, node)
+        if "-l" in step.argv[1:]:
+            kind = stat.S_IFDIR if node.is_dir() else stat.S_IFREG
+            text = f"{stat.filemode(kind | node.mode)} {text}"
+        return escape_data_line(text)
+
     if not res.node.is_dir():
-        return Reply(notes + [escape_data_line(path)])
-    return Reply(notes + [escape_data_line(_entry_name(name, node))
-                          for name, node in _sorted_entries(res.node)])
+        return Reply(notes + [show(path, res.node)])
+    return Reply(notes + [show(name, node) for name, node in _sorted_entries(res.node)])
 
 
 @_command("cd", "cd [PATH]", "change the working directory (no PATH: the sysfs admin root)")
@@ -397,6 +551,10 @@ async def _tree(s: Session, step: Step) -> Reply:
     if len(step.argv) > 2:
         raise DamonError("EINVAL", "show one directory at a time", step.argv[0])
     path = step.argv[1] if len(step.argv) == 2 else "."
+    return await s.walk(lambda: _tree_reply(s, path))
+
+
+def _tree_reply(s: Session, path: str) -> Reply:
     notes: list[str] = []
     res = s.resolve(path, notes)
     lines = [escape_data_line(path + ("/" if res.node.is_dir() and path != "." else ""))]
@@ -450,20 +608,26 @@ def _features_lines(s: Session, machine: list[str]) -> list[str]:
     """What damond implements (interfaces, operation sets from the registry), then what this
     machine offers (``machine``: the daemon's feature probe)."""
     lines = [
-        "interface sysfs: yes (/sys/kernel/mm/damon/admin: the v5.18 tree with the v5.19 "
-        "additions avail_operations, fvaddr and the commit state keyword)",
+        "interface sysfs: yes (/sys/kernel/mm/damon/admin: the Linux 6.18 tree: filters, "
+        "core_filters, ops_filters, quota goals, effective_bytes, dests, target_nid, "
+        "apply_interval_us, tried_regions, intervals_goal, addr_unit, refresh_ms; state "
+        f"keywords {', '.join(STATE_COMMANDS)})",
         "interface debugfs: yes (/sys/kernel/debug/damon: attrs, target_ids, init_regions, "
         "schemes, monitor_on, kdamond_pid, mk_contexts, rm_contexts; v5.18 semantics)",
         f"interface tracepoint: yes ({EVENT_NAME}, v5.18 text form, via 'trace')",
     ]
     records = {r.name: r for r in s.daemon.registry.records()}
+    # the machine's verdicts ("operations NAME: no: WHY") go on the sets' own lines
+    unusable = dict(m.split(": ", 1) for m in machine if m.startswith("operations "))
+    machine = [m for m in machine if not m.startswith("operations ")]
     for name in [*records, *(n for n in KERNEL_OPERATIONS if n not in records)]:
         r = records.get(name)
         if r is None:
             lines.append(f"operations {name}: no (not registered)")
         else:
             origin = "built-in" if r.builtin else f"plugin from {r.distribution}"
-            lines.append(f"operations {name}: yes ({origin}: {r.info.summary})")
+            verdict = unusable.get(f"operations {name}", "yes")
+            lines.append(f"operations {name}: {verdict} ({origin}: {r.info.summary})")
             if r.info.applies:
                 lines.append(f"operations {name} applies: {', '.join(sorted(r.info.applies))} "
                              "(other actions are tried and counted, not applied)")
@@ -475,7 +639,8 @@ def _features_lines(s: Session, machine: list[str]) -> list[str]:
 @_command("features", "features", "what this kernel and damond can do here")
 async def _features(s: Session, step: Step) -> Reply:
     # the probe does system calls (cached after the first run): keep it off the event loop
-    machine = await trio.to_thread.run_sync(s.daemon.probe_features)
+    async with s.shared.outside_gate():
+        machine = await trio.to_thread.run_sync(s.daemon.probe_features)
     return Reply(_features_lines(s, machine))
 
 
@@ -519,13 +684,32 @@ async def _status(s: Session, step: Step) -> Reply:
     pairs = flatten(facts, "daemon")
     for kd in running:
         pairs += flatten(kd.status(), kd.name)
+    for kd in _stopped_kdamonds(s.daemon):  # and why the others stopped
+        pairs += flatten({"state": "off", "stop_reason": kd.stop_reason or "stopped",
+                          "samples": kd.stats.samples}, kd.name)
     return Reply([escape_data_line(one_line(f"{k}: {_show(v)}")) for k, v in pairs])
 
 
+def _stopped_kdamonds(daemon: Daemon) -> list[Any]:
+    """The last run of each sysfs kdamond directory and debugfs context that is not running
+    now: ``status`` shows why it stopped (its target exited, an error, a request)."""
+    holders = [*daemon.sysfs.kdamonds, *daemon.debugfs.contexts]
+    runs = [h.kdamond for h in holders if h.kdamond is not None]
+    return [kd for kd in runs if not kd.running and kd.finished.is_set()]
+
+
+def _decimal(text: str, what: str, meaning: str) -> int:
+    """A count given to one of damond's own commands, parsed as the kernel parses a number
+    written to a DAMON file (``kstrtoull`` in base 10, Linux v5.18): any length of input is
+    answered ``EINVAL`` (not a number) or ``ERANGE`` (above 2**64-1), never an exception."""
+    try:
+        return kstrtoull(text, 10)
+    except DamonError as e:
+        raise DamonError(e.errno_name, f"{meaning}: {e.why}", what) from None
+
+
 def _sample_number(text: str, what: str) -> int:
-    if not text.isascii() or not text.isdigit():
-        raise DamonError("EINVAL", f"{text!r} is not a sample number", what)
-    return int(text)
+    return _decimal(text, what, "not a sample number")
 
 
 @_command("lateness", "lateness [FIRST [LAST]]",
@@ -538,12 +722,12 @@ async def _lateness(s: Session, step: Step) -> Reply:
     args = step.argv[1:]
     if len(args) > 2:
         raise DamonError("EINVAL", "too many arguments", step.argv[0])
+    given = [_sample_number(a, step.argv[0]) for a in args]  # refused even with no kdamond
     lines = []
     for kd in list(s.daemon.scheduler.running):
         samples = kd.stats.samples
-        first = (_sample_number(args[0], step.argv[0]) if args
-                 else samples - DEFAULT_LATENESS_SAMPLES + 1)
-        last = _sample_number(args[1], step.argv[0]) if len(args) > 1 else samples
+        first = given[0] if given else samples - DEFAULT_LATENESS_SAMPLES + 1
+        last = given[1] if len(given) > 1 else samples
         values, first, last = kd.stats.lateness_window(first, last)
         values *= 1e3
         line = f"{kd.name} samples={samples} first={first} last={last} n={values.size}"
@@ -566,8 +750,10 @@ async def _dump(s: Session, step: Step) -> Reply:
     args = step.argv[1:]
     if len(args) > 1 or (args and args[0] not in ("json", "yaml")):
         raise DamonError("EINVAL", "expected 'json', 'yaml' or nothing", step.argv[0])
-    text = dump_kdamonds(s.daemon.sysfs.specs(), fmt=args[0] if args else "json")
-    return Reply(content_lines(text))
+    fmt = args[0] if args else "json"
+    # 65,536 regions take seconds to copy and format: off the event loop
+    return await s.walk(lambda: Reply(content_lines(dump_kdamonds(s.daemon.sysfs.specs(),
+                                                                  fmt=fmt))))
 
 
 @_command("reload", "reload",
@@ -579,7 +765,8 @@ async def _reload(s: Session, step: Step) -> Reply:
     manager = s.daemon.config_manager
     if manager is None:
         raise DamonError("EINVAL", "this daemon has no configuration manager", step.argv[0])
-    result = await manager.reload()
+    async with s.shared.outside_gate(), s.shared.locks.write(("sysfs", None)):
+        result = await manager.reload()
     notes = [NOTE_PREFIX + one_line(f"warning: {w}") for w in result.warnings]
     if result.ok:
         return Reply([*notes, escape_data_line(one_line(
@@ -607,11 +794,10 @@ async def _trace(s: Session, step: Step) -> Reply:
         raise DamonError("EINVAL", "too many arguments", step.argv[0])
     count = None
     if len(step.argv) == 2:
-        text = step.argv[1]
-        if not text.isascii() or not text.isdigit() or int(text) == 0:
-            raise DamonError("EINVAL", f"COUNT must be a positive number, not {text!r}",
-                             step.argv[0])
-        count = min(int(text), MAX_TRACE_COUNT)
+        count = _decimal(step.argv[1], step.argv[0], "COUNT must be a positive number")
+        if count == 0:
+            raise DamonError("EINVAL", "COUNT must be a positive number, not 0", step.argv[0])
+        count = min(count, MAX_TRACE_COUNT)
     return Reply(trace=TraceRequest(count))
 
 

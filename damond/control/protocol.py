@@ -36,6 +36,7 @@ ROOT_SOCKET_PATH = "/run/damond/damond.sock"
 
 _DROPPED = "dropped "
 _DROPPED_SUFFIX = " events"
+_STOPPED = " stopped: "
 
 
 def default_socket_path() -> str:
@@ -119,6 +120,20 @@ def parse_dropped_note(line: str) -> int | None:
     return int(count) if count.isdigit() else None
 
 
+def format_stopped_note(kdamond: str, reason: str) -> str:
+    """The note a ``trace`` stream sends when a kdamond it follows stops, e.g. ``# kdamond.0
+    stopped: every target is gone``: no more events will come from it."""
+    return f"{NOTE_PREFIX}{kdamond}{_STOPPED}{one_line(reason)}"
+
+
+def parse_stopped_note(line: str) -> tuple[str, str] | None:
+    """``(kdamond, reason)`` of a :func:`format_stopped_note` line; None for any other line."""
+    if not line.startswith(NOTE_PREFIX + "kdamond") or _STOPPED not in line:
+        return None
+    name, _, reason = line[len(NOTE_PREFIX):].partition(_STOPPED)
+    return (name, reason) if name and " " not in name else None
+
+
 # --------------------------------------------------------------------------------------------
 # Framing
 # --------------------------------------------------------------------------------------------
@@ -158,6 +173,6 @@ class LineSplitter:
 __all__ = [
     "CONTINUATION_PROMPT", "ERR_PREFIX", "NOTE_PREFIX", "OK", "PROMPT", "ROOT_SOCKET_PATH",
     "LineSplitter", "default_socket_path", "encode_lines", "encode_request", "error_status",
-    "error_text", "escape_data_line", "format_dropped_note", "is_error", "is_note", "one_line",
-    "parse_dropped_note", "unescape_data_line",
+    "error_text", "escape_data_line", "format_dropped_note", "format_stopped_note", "is_error",
+    "is_note", "one_line", "parse_dropped_note", "parse_stopped_note", "unescape_data_line",
 ]

@@ -35,10 +35,12 @@ from damond.core.spec import (
 )
 from damond.errors import DamonError
 from damond.interfaces.kparse import (
+    SCHEME_FIELDS,
+    count_numbers,
     dbgfs_keyword_match,
     parse_attrs,
     parse_init_regions,
-    parse_schemes,
+    scan_schemes,
     sscanf_word,
     str_to_ints,
 )
@@ -209,11 +211,16 @@ class DebugfsDamon:
         live = [] if kd is None else [s.stats.as_tuple() for s in kd.ctx.schemes]
         return stats_by_index(len(ctx.schemes), live)
 
-    def _write_schemes(self, ctx: DbgfsContext, data: str) -> None:
-        schemes = [_scheme_from_fields(f) for f in parse_schemes(data, MAX_SCHEMES)]
+    def _write_schemes(self, ctx: DbgfsContext, data: str) -> list[str]:
+        """Returns notes about input the kernel ignores silently: it answers success and
+        installs only the complete 18-number entries before it (v5.18; none for a short
+        line), so damond does the same and says so."""
+        fields, rest = scan_schemes(data, MAX_SCHEMES)
+        schemes = [_scheme_from_fields(f) for f in fields]
         self._refuse_if_running(ctx)
         ctx.schemes = schemes
         ctx.stats_from = None
+        return _ignored_schemes_notes(len(schemes), rest)
 
     # -- monitor_on, kdamond_pid ----------------------------------------------------------
 
@@ -317,6 +324,23 @@ def _add_init_region(ctx: DbgfsContext, idx: int, start: int, end: int) -> None:
         raise DamonError("EINVAL", f"region {start}-{end} of target {idx} starts below the "
                          f"previous region's end {regs[-1][1]}")
     regs.append((start, end))
+
+
+def _ignored_schemes_notes(installed: int, rest: str) -> list[str]:
+    """What to tell a user whose ``schemes`` write had text the kernel (v5.18) ignores."""
+    if not rest.strip():
+        return []
+    kept = f"{installed} scheme{'s' if installed != 1 else ''} installed"
+    if installed == MAX_SCHEMES:
+        return [f"{kept}; text after the {MAX_SCHEMES}th entry was ignored (the kernel reads "
+                f"at most {MAX_SCHEMES} schemes)"]
+    found = count_numbers(rest)
+    return [f"{kept}; the rest was ignored: it starts with {found} number"
+            f"{'s' if found != 1 else ''} where a scheme needs {SCHEME_FIELDS} (min_sz max_sz "
+            "min_nr_accesses max_nr_accesses min_age max_age action quota_ms quota_sz "
+            "quota_reset_ms weight_sz weight_nr_accesses weight_age wmark_metric "
+            "wmark_interval_us wmark_high wmark_mid wmark_low), as the kernel (v5.18) "
+            "ignores it without an error"]
 
 
 def _scheme_from_fields(f: tuple[int, ...]) -> SchemeSpec:

@@ -31,6 +31,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -54,6 +55,9 @@ SECTION = "damond"
 LOG_LEVELS = ("debug", "info", "warning", "error")
 #: a configuration larger than this is surely a mistake (and would stall the event loop)
 MAX_CONFIG_BYTES = 16 * 1024 * 1024
+#: reading (and parsing) a configuration that takes longer than this is given up: a file on a
+#: hung network or FUSE file system must not hold up a reload, the reload command or shutdown
+CONFIG_READ_TIMEOUT_S = 5.0
 
 
 @dataclass
@@ -129,13 +133,31 @@ def parse_config(text: str, *, path: str = "<config>", fmt: str | None = None) -
 
 
 def read_config(path: str) -> Config:
-    """Read and parse the file at ``path`` (OSErrors become DamonErrors naming the file)."""
+    """Read and parse the file at ``path`` (OSErrors become DamonErrors naming the file).
+
+    Only a regular file is read: the path is opened with ``O_NONBLOCK`` (opening a FIFO then
+    returns at once instead of waiting for a writer) and refused unless ``fstat`` says it is a
+    regular file, so a FIFO, a device or a directory put at the configuration path is an error,
+    never a read that blocks or never ends. At most ``MAX_CONFIG_BYTES`` + 1 bytes are read.
+    This is a blocking function: the daemon calls it through :func:`read_config_bounded`."""
     try:
-        with open(path, "rb") as f:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+    except OSError as e:
+        raise DamonError(_errno_name(e), f"{path}: cannot read: {e.strerror or e}") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = ("a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode)
+                    else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+                    else "a socket" if stat.S_ISSOCK(mode) else "not a regular file")
+            raise DamonError("EINVAL", f"{path}: is {kind}, not a regular file")
+        os.set_blocking(fd, True)
+        with open(fd, "rb", closefd=False) as f:
             data = f.read(MAX_CONFIG_BYTES + 1)
     except OSError as e:
-        name = _errno_name(e)
-        raise DamonError(name, f"{path}: cannot read: {e.strerror or e}") from None
+        raise DamonError(_errno_name(e), f"{path}: cannot read: {e.strerror or e}") from None
+    finally:
+        os.close(fd)
     if len(data) > MAX_CONFIG_BYTES:
         raise DamonError("EFBIG", f"{path}: larger than {MAX_CONFIG_BYTES} bytes")
     try:
@@ -144,6 +166,20 @@ def read_config(path: str) -> Config:
         raise DamonError("EINVAL", f"{path}: not UTF-8 text ({e.reason} at byte {e.start})"
                          ) from None
     return parse_config(text, path=path, fmt=format_of(path))
+
+
+async def run_bounded(fn: Callable[..., Any], *args: Any, timeout_s: float, what: str) -> Any:
+    """``fn(*args)`` in a worker thread, given up after ``timeout_s`` (ETIMEDOUT) or when the
+    caller is cancelled: the thread is abandoned, not waited for, so neither the event loop
+    nor shutdown ever waits on a read that hangs (the thread ends whenever the read does)."""
+    with trio.move_on_after(timeout_s):
+        return await trio.to_thread.run_sync(fn, *args, abandon_on_cancel=True)
+    raise DamonError("ETIMEDOUT", f"{what}: not done after {timeout_s:g} s (given up)")
+
+
+async def read_config_bounded(path: str, timeout_s: float = CONFIG_READ_TIMEOUT_S) -> Config:
+    """:func:`read_config` off the event loop, bounded in time."""
+    return await run_bounded(read_config, path, timeout_s=timeout_s, what=f"{path}: reading")
 
 
 def _errno_name(e: OSError) -> str:
@@ -285,11 +321,11 @@ class ConfigManager:
         self.on_reload_done = on_reload_done
         self._lock = trio.Lock()
 
-    def load(self) -> Config:
+    async def load(self) -> Config:
         """Read and completely validate the file (startup: nothing runs yet)."""
         if self.path is None:
             raise DamonError("EINVAL", "no configuration file")
-        config = read_config(self.path)
+        config = await read_config_bounded(self.path)
         check_config(self.daemon, config)
         return config
 
@@ -324,8 +360,9 @@ class ConfigManager:
             err = DamonError("EINVAL", "damond was started without --config: nothing to reload")
             return ReloadResult(False, err.why, error=err)
         try:
-            # reading and parsing a big file takes a while: not on the kdamonds' thread
-            config = await trio.to_thread.run_sync(read_config, self.path)
+            # reading and parsing a big file takes a while: not on the kdamonds' thread, and
+            # bounded in time (a hung file system must not hold up the reload forever)
+            config = await read_config_bounded(self.path)
             check_config(self.daemon, config)
         except DamonError as e:
             return ReloadResult(False, f"{e.errno_name}: {e.why}; the running configuration "

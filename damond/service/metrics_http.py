@@ -1,20 +1,33 @@
 """The metrics over HTTP: ``GET /metrics`` (and ``HEAD``) for a Prometheus scraper.
 
-A deliberately small HTTP/1.1 server: one request per connection, answered and closed, with
-bounds on the request head's size, the time a client may take and the clients served at once,
-so that a scraper (or anything else that connects) can neither stall nor exhaust the daemon.
-It listens on ``--metrics-listen HOST:PORT`` or on a socket systemd passed.
+The body is prometheus_client's (:mod:`damond.service.metrics`), in the format the scraper's
+``Accept`` header asks for (``choose_encoder``: the text format 0.0.4 by default, OpenMetrics
+when asked). The server is a small trio HTTP/1.1 server of damond's own, one request per
+connection, answered and closed, rather than prometheus_client's ``start_http_server``: that one
+serves from threads of its own (the collector would read the kdamonds' state while their steps
+change it; here it runs in their trio thread), binds its own socket (no systemd socket
+activation), has no time limit (each idle connection holds a thread for good) and answers any
+method on any path.
+
+Bounds: the request head's size, the time a client may take, and the connections held at once.
+When that many are held, a new connection evicts the oldest one that has not yet sent its
+request head, so idle or slow peers can never lock a scraper out (a scraper sends its request
+at once, so it never waits long enough to be the oldest); only when every held connection is
+being answered is the newcomer closed. It listens on ``--metrics-listen HOST:PORT`` or on a
+socket systemd passed.
 """
 
 from __future__ import annotations
 
 import socket
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import structlog
 import trio
+from prometheus_client.exposition import choose_encoder
 
-from damond.service.metrics import CONTENT_TYPE, render_metrics
+from damond.service.metrics import registry_for
 
 if TYPE_CHECKING:
     from damond.service.daemon import Daemon
@@ -25,7 +38,7 @@ log = structlog.get_logger("damond.service.metrics_http")
 MAX_REQUEST_HEAD = 8192
 #: a client has this long to send its request and take the answer
 HTTP_TIMEOUT_S = 10.0
-#: connections handled at once; more are closed at once (a scrape endpoint needs few)
+#: connections held at once; a new one evicts the oldest still waiting for its request head
 MAX_HTTP_CLIENTS = 32
 #: after answering, unread request bytes are drained for this long (up to LINGER_BYTES) so
 #: that closing does not reset the connection before the client has read the answer
@@ -50,6 +63,15 @@ def _response(status: str, body: bytes, content_type: str, *, head: bool = False
     return header.encode("ascii") + (b"" if head else body)
 
 
+def _header(head: bytes, name: bytes) -> str:
+    """The value of header ``name`` (lower case) in a request head, or ''."""
+    for line in head.split(b"\n")[1:]:
+        key, sep, value = line.partition(b":")
+        if sep and key.strip().lower() == name:
+            return value.strip().decode("latin-1")
+    return ""
+
+
 def http_answer(daemon: Daemon, head: bytes) -> bytes:
     """The whole HTTP response to a request head (everything up to the empty line)."""
     try:
@@ -65,7 +87,8 @@ def http_answer(daemon: Daemon, head: bytes) -> bytes:
     path = target.split("?", 1)[0]
     is_head = method == "HEAD"
     if path == "/metrics":
-        return _response("200 OK", render_metrics(daemon).encode(), CONTENT_TYPE, head=is_head)
+        encoder, content_type = choose_encoder(_header(head, b"accept"))
+        return _response("200 OK", encoder(registry_for(daemon)), content_type, head=is_head)
     if path == "/":
         body = b"damond: metrics at /metrics\n"
         return _response("200 OK", body, "text/plain; charset=utf-8", head=is_head)
@@ -94,20 +117,45 @@ async def _linger(stream: trio.SocketStream) -> None:
             drained += len(chunk)
 
 
+@dataclass(eq=False)
+class _Client:
+    """One held connection: its time limit (cancelled to evict it) and whether it still waits
+    for its request head."""
+
+    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+    waiting: bool = True
+
+
 class _HttpServer:
     def __init__(self, daemon: Daemon) -> None:
         self.daemon = daemon
-        self.clients = 0
+        #: held connections, oldest first
+        self.clients: dict[_Client, None] = {}
+
+    def _make_room(self) -> bool:
+        """Whether a new connection may be held: evicts the oldest one still waiting for its
+        request head when the limit is reached."""
+        if len(self.clients) < MAX_HTTP_CLIENTS:
+            return True
+        victim = next((c for c in self.clients if c.waiting), None)
+        if victim is None:
+            return False
+        del self.clients[victim]
+        victim.scope.cancel()
+        return True
 
     async def handle(self, stream: trio.SocketStream) -> None:
         """Answer one request and close. Never raises: a client's trouble ends that client."""
         try:
-            if self.clients >= MAX_HTTP_CLIENTS:
+            if not self._make_room():
                 return
-            self.clients += 1
+            client = _Client()
+            client.scope.deadline = trio.current_time() + HTTP_TIMEOUT_S
+            self.clients[client] = None
             try:
-                with trio.move_on_after(HTTP_TIMEOUT_S):
+                with client.scope:
                     head = await _read_head(stream)
+                    client.waiting = False
                     if head is None:
                         answer = _response("431 Request Header Fields Too Large",
                                            b"request head too large\n", "text/plain")
@@ -118,7 +166,7 @@ class _HttpServer:
                     await stream.send_all(answer)
                     await _linger(stream)
             finally:
-                self.clients -= 1
+                self.clients.pop(client, None)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             pass
         except Exception:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import tempfile
 from typing import TYPE_CHECKING
 
 import structlog
@@ -25,18 +26,26 @@ log = structlog.get_logger("damond.service.metrics_textfile")
 def write_textfile(path: str, text: str) -> None:
     """Replace ``path`` with ``text`` atomically: a reader sees the old or the new file.
 
-    The temporary file is in the same directory (rename is atomic only within a file system)
-    and does not end in ``.prom``, so the collector never picks it up.
+    The temporary file is in the same directory (rename is atomic only within a file system),
+    starts with a dot and does not end in ``.prom``, so the collector never picks it up. It is
+    made by ``mkstemp`` (``O_CREAT|O_EXCL``, a random name): the collector directory is often
+    writable by others, and a symlink planted under a predictable name must never be followed
+    (root would truncate and chmod its target). The mode is set on the descriptor, for the
+    same reason. The file is removed again if anything fails (a full disk leaves nothing).
     """
     directory, base = os.path.split(os.path.abspath(path))
-    tmp = os.path.join(directory, f".{base}.{os.getpid()}.tmp")
+    fd, tmp = tempfile.mkstemp(prefix=f".{base}.", suffix=".tmp", dir=directory)
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-        with open(fd, "w", encoding="utf-8") as f:
+        # not subject to the umask: node_exporter runs as another user
+        os.fchmod(fd, 0o644)
+        with open(fd, "w", encoding="utf-8", closefd=False) as f:
             f.write(text)
-        os.chmod(tmp, 0o644)  # not subject to the umask: node_exporter runs as another user
+        os.close(fd)
+        fd = -1
         os.replace(tmp, path)
     except BaseException:
+        if fd >= 0:
+            os.close(fd)
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise

@@ -26,6 +26,7 @@ import gc
 import os
 import signal
 import socket
+import sys
 from dataclasses import dataclass
 from functools import partial
 
@@ -33,6 +34,7 @@ import structlog
 import trio
 
 from damond.control_socket import serve_control
+from damond.core.budget import DEFAULT_CPU_BUDGET
 from damond.errors import DamonError
 from damond.service import logs
 from damond.service.config import (
@@ -57,6 +59,8 @@ METRICS_FD_NAME = "metrics"
 DEFAULT_LOG_LEVEL = "info"
 #: node_exporter scrapes every 15-60 s; a fresher file only costs writes
 DEFAULT_METRICS_INTERVAL_S = 15.0
+#: how long cleaning up after a killed previous daemon's offload may delay startup
+RECOVER_TIMEOUT_S = 10.0
 #: how often STATUS= is brought up to date when kdamonds stop or start on their own
 STATUS_REFRESH_S = 2.0
 
@@ -76,6 +80,12 @@ class ServeOptions:
     metrics_textfile: str | None = None
     metrics_interval: float = DEFAULT_METRICS_INTERVAL_S
     metrics_listen: str | None = None
+    #: also serve the sysfs files at this directory (FUSE, in-process)
+    mount: str | None = None
+    #: each kdamond's monitoring budget, a share of one CPU (0 disables it)
+    cpu_budget: float = DEFAULT_CPU_BUDGET
+    #: ``auto``: contexts whose operation set the kernel's DAMON has run there; ``never``
+    offload: str = "auto"
 
 
 def _freeze_startup_objects() -> None:
@@ -95,7 +105,8 @@ class _Service:
         self.notifier = Notifier.from_environment()
         self.watchdog_s = watchdog_interval()
         self.passed = listen_fds()
-        self.daemon = Daemon(seed=options.seed)
+        self.daemon = Daemon(seed=options.seed, cpu_budget=options.cpu_budget,
+                             offload=options.offload)
         self.manager = ConfigManager(
             self.daemon, options.config, on_settings=self._apply_settings,
             on_reload_start=self._reload_started, on_reload_done=self._reload_done)
@@ -121,12 +132,17 @@ class _Service:
     async def _run(self, signals, task_status: trio.TaskStatus[str]) -> int:
         self.notifier.status("loading the configuration" if self.options.config
                              else "starting")
-        config = self.manager.load() if self.options.config else None
+        config = await self.manager.load() if self.options.config else None
         if config is not None:
             self._apply_settings(config.settings)  # the log level before anything logs
         async with trio.open_nursery() as nursery:
             if self.watchdog_s is not None:
                 await nursery.start(watchdog, self.notifier, self.watchdog_s)
+            # kernel kdamonds a killed previous daemon left (its state file says which)
+            # (bounded: a kernel write that hangs must not keep the daemon from serving)
+            with trio.move_on_after(RECOVER_TIMEOUT_S):
+                await trio.to_thread.run_sync(self.daemon.offload.recover,
+                                              abandon_on_cancel=True)
             await nursery.start(self.daemon.scheduler.serve)
             self.socket_path = await nursery.start(partial(
                 serve_control, self.daemon, path=self.options.socket,
@@ -134,20 +150,31 @@ class _Service:
             if config is not None:
                 await self.manager.start(config)
             await self._start_metrics(nursery)
+            if self.options.mount:
+                # imported here: pyfuse3 (libfuse3) is needed only by daemons that mount
+                from damond.interfaces.fuse.backend import VfsBackend
+                from damond.interfaces.fuse.session import serve_fuse
+
+                await nursery.start(serve_fuse, VfsBackend(self.daemon.vfs), self.options.mount)
             _freeze_startup_objects()
             log.info("damond serving", socket=self.socket_path, pid=os.getpid(),
-                     config=self.options.config, kdamonds=self._running())
+                     config=self.options.config, kdamonds=self._running(),
+                     cpu_budget=self.options.cpu_budget)
             self.notifier.ready(self._status())
             if self.notifier.enabled:
                 nursery.start_soon(self._refresh_status)
             task_status.started(self.socket_path)
-            async for signum in signals:
-                if signum == signal.SIGHUP:
-                    await self.manager.reload()
-                    continue
-                log.info("damond stopping", signal=signal.Signals(signum).name)
-                self.notifier.stopping(f"stopping ({signal.Signals(signum).name})")
-                break
+            async with trio.open_nursery() as reloads:
+                async for signum in signals:
+                    if signum == signal.SIGHUP:
+                        # in a task of its own: SIGTERM must be heard while a reload runs
+                        # (reloads queue on the manager's lock)
+                        reloads.start_soon(self.manager.reload)
+                        continue
+                    log.info("damond stopping", signal=signal.Signals(signum).name)
+                    self.notifier.stopping(f"stopping ({signal.Signals(signum).name})")
+                    break
+                reloads.cancel_scope.cancel()  # shutdown never waits for a reload
             with trio.move_on_after(STOP_GRACE_S):
                 await self.daemon.stop_all()
             nursery.cancel_scope.cancel()
@@ -248,14 +275,16 @@ def run_serve(options: ServeOptions) -> int:
 
 
 def check_config_file(path: str) -> int:
-    """``damond serve --config FILE --check``: validate as startup would, start nothing."""
+    """``damond serve --config FILE --check``: validate as startup would, start nothing. The
+    verdict is for a person at a terminal (or a packaging script): plain lines, the refusal
+    on standard error, not log records."""
     try:
         config = read_config(path)
         check_config(Daemon(), config)
     except DamonError as e:
-        log.error("configuration refused", path=path, error=str(e))
+        print(f"damond serve: configuration refused: {e.why} ({e.errno_name})", file=sys.stderr)
         return 1
     for warning in config.warnings:
-        log.warning("configuration warning", path=path, warning=warning)
+        print(f"damond serve: warning: {path}: {warning}", file=sys.stderr)
     print(f"{path}: OK ({len(config.specs)} kdamonds)")
     return 0

@@ -29,7 +29,46 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         socket=args.socket, admin_group=args.admin_group, seed=args.seed, config=args.config,
         log_level=args.log_level, log_format=args.log_format,
         metrics_textfile=args.metrics_textfile, metrics_interval=args.metrics_interval,
-        metrics_listen=args.metrics_listen))
+        metrics_listen=args.metrics_listen, mount=args.mount, cpu_budget=args.cpu_budget,
+        offload=args.offload))
+
+
+def _cmd_mount(args: argparse.Namespace) -> int:
+    # imported here: pyfuse3 and trio stay out of the other commands
+    from damond.tools.mount import run_mount
+
+    return run_mount(args.dir, socket_path=args.socket, debugfs=args.debugfs)
+
+
+def _cmd_exec(args: argparse.Namespace) -> int:
+    from damond.tools.exec import run_exec
+
+    command = args.command_line[1:] if args.command_line[:1] == ["--"] else args.command_line
+    return run_exec(command, socket_path=args.socket)
+
+
+def _add_fuse_parsers(sub) -> None:
+    socket_help = ("control socket path (default: $DAMOND_SOCKET, your own daemon's socket, "
+                   "then /run/damond/damond.sock)")
+    mount = sub.add_parser(
+        "mount", help="mount a running damond's sysfs (or debugfs) files on DIR (FUSE)",
+        description="Serve the daemon's DAMON files at DIR with the kernel's file semantics "
+                    "until DIR is unmounted (umount, fusermount3 -u) or SIGINT/SIGTERM. DIR "
+                    "shows what /sys/kernel/mm/damon holds (admin/...), or with --debugfs "
+                    "what <debugfs>/damon holds. See docs/fuse.md.")
+    mount.add_argument("dir", metavar="DIR")
+    mount.add_argument("--debugfs", action="store_true",
+                       help="serve the debugfs files (<debugfs>/damon) instead")
+    mount.add_argument("--socket", metavar="PATH", help=socket_help)
+    mount.set_defaults(func=_cmd_mount)
+    exec_ = sub.add_parser(
+        "exec", help="run a command that sees damond as the kernel's DAMON",
+        description="Run CMD (as root) in a private mount namespace where the daemon's files "
+                    "are mounted over /sys/kernel/mm/damon and /sys/kernel/debug/damon, so "
+                    "that damo and scripts use damond unmodified. Exits with CMD's status.")
+    exec_.add_argument("--socket", metavar="PATH", help=socket_help)
+    exec_.add_argument("command_line", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]")
+    exec_.set_defaults(func=_cmd_exec)
 
 
 def _cmd_ctl(args: argparse.Namespace) -> int:
@@ -50,6 +89,15 @@ def _positive_seconds(text: str) -> float:
     if not value > 0:
         raise argparse.ArgumentTypeError("must be more than 0 seconds")
     return value
+
+
+def _cpu_share(text: str) -> float:
+    from damond.core.budget import check_budget
+
+    try:
+        return check_budget(float(text))
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _host_port(text: str) -> str:
@@ -90,6 +138,8 @@ def _ctl_only_parser() -> argparse.ArgumentParser:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from damond.core.budget import DEFAULT_CPU_BUDGET  # pure and small
+
     parser = argparse.ArgumentParser(
         prog="damond", description="DAMON and DAMOS as a user-space daemon")
     parser.add_argument("--version", action="version", version=f"damond {__version__}")
@@ -134,12 +184,27 @@ def build_parser() -> argparse.ArgumentParser:
                                           "(default: 15)")
     serve.add_argument("--metrics-listen", metavar="HOST:PORT", type=_host_port,
                        help="serve GET /metrics over HTTP, e.g. 127.0.0.1:9847 or [::1]:9847")
+    serve.add_argument("--cpu-budget", metavar="FRACTION", type=_cpu_share,
+                       default=DEFAULT_CPU_BUDGET,
+                       help="each kdamond's monitoring budget, a share of one CPU including "
+                            "the slowdown of targets its access check perturbs: above it the "
+                            "sampling interval stretches, keeping samples per aggregation "
+                            f"(default: {DEFAULT_CPU_BUDGET}; 0 disables it)")
+    serve.add_argument("--offload", choices=["auto", "never"], default="auto",
+                       help="auto: run a context as a kdamond of the kernel's own DAMON where "
+                            "the kernel has its operation set and its DAMON tree is free "
+                            "(docs/offload.md); never: damond's own sensing always "
+                            "(default: auto)")
     serve.add_argument("--admin-group", metavar="GROUP",
                        help="members of this group may write (root always may)")
+    serve.add_argument("--mount", metavar="DIR",
+                       help="also serve the sysfs files at DIR (FUSE, as 'damond mount DIR' "
+                            "does, from inside the daemon)")
     serve.add_argument("--seed", type=int, default=None,
                        help="seed of the random generators (reproducible runs)")
     serve.set_defaults(func=_cmd_serve)
     _add_ctl_parser(sub)
+    _add_fuse_parsers(sub)
     # imported here: the record and report tools bring numpy and trio, which 'damond ctl'
     # (parsed by _ctl_only_parser) must not pay for on every call
     from damond.tools import record, report

@@ -35,7 +35,7 @@ def run_demo(seconds: float = 10.0, seed: int = 1, sim: bool = False,
           flush=True)
     rc = record.main(["-o", path, "--timeout", str(seconds), "--flush-interval", "2", "--",
                       sys.executable, "-m", "damond.tools.workload", "hotcold", "--hot", "16M",
-                      "--cold", "64M", "--seconds", str(seconds + 5)])
+                      "--cold", "64M", "--seconds", str(seconds + 5), "--describe", "text"])
     if rc != 0:
         return rc
     for title, argv in (

@@ -25,6 +25,7 @@ import mmap
 import os
 import sys
 import time
+from functools import partial
 
 PAGE = mmap.PAGESIZE
 MADV_NOHUGEPAGE = 15
@@ -65,8 +66,15 @@ def _read_all(m: mmap.mmap, start: int, end: int) -> int:
     return sum(view[start:end:PAGE])
 
 
-def _announce(ranges: dict[str, tuple[int, int]]) -> None:
-    print(json.dumps({"pid": os.getpid(), "ranges": ranges}), flush=True)
+def _announce(ranges: dict[str, tuple[int, int]], style: str = "json") -> None:
+    """Say where the memory is: one JSON line for programs (tests, benchmarks), or a line
+    for a person (``--describe text``, what the demo shows)."""
+    if style == "json":
+        print(json.dumps({"pid": os.getpid(), "ranges": ranges}), flush=True)
+        return
+    parts = [f"{name} [{start:#x}, {end:#x}) ({(end - start) / (1 << 20):g} MiB)"
+             for name, (start, end) in ranges.items()]
+    print(f"workload pid {os.getpid()}: {'; '.join(parts)}", flush=True)
 
 
 def run(argv: list[str] | None = None) -> None:
@@ -78,7 +86,10 @@ def run(argv: list[str] | None = None) -> None:
     ap.add_argument("--size", default="10M")
     ap.add_argument("--ms", type=int, default=2000)
     ap.add_argument("--seconds", type=float, default=3600)
+    ap.add_argument("--describe", choices=["json", "text"], default="json",
+                    help="how to say where the memory is: one JSON line (default) or text")
     args = ap.parse_args(argv)
+    announce = partial(_announce, style=args.describe)
     hot, cold = parse_size(args.hot), parse_size(args.cold)
     deadline = time.monotonic() + args.seconds
     if args.mode == "hotcold":
@@ -89,7 +100,7 @@ def run(argv: list[str] | None = None) -> None:
         ha, ca = a, a + hot + PAGE
         _write_all(m, hot + PAGE, hot + PAGE + cold, 1)
         _write_all(m, 0, hot, 1)
-        _announce({"hot": (ha, ha + hot), "cold": (ca, ca + cold)})
+        announce({"hot": (ha, ha + hot), "cold": (ca, ca + cold)})
         value = 2
         while time.monotonic() < deadline:
             _write_all(m, 0, hot, value)
@@ -97,7 +108,7 @@ def run(argv: list[str] | None = None) -> None:
     elif args.mode == "onemap":
         m, a = _map(hot + cold, nohuge=True)
         _write_all(m, 0, hot + cold, 1)
-        _announce({"hot": (a, a + hot), "cold": (a + hot, a + hot + cold)})
+        announce({"hot": (a, a + hot), "cold": (a + hot, a + hot + cold)})
         value = 2
         while time.monotonic() < deadline:
             _write_all(m, 0, hot, value)
@@ -107,7 +118,7 @@ def run(argv: list[str] | None = None) -> None:
         bufs = [_map(size, nohuge=True) for _ in range(args.nr)]
         for m, _ in bufs:
             _write_all(m, 0, size, 1)
-        _announce({f"buf{i}": (a, a + size) for i, (_, a) in enumerate(bufs)})
+        announce({f"buf{i}": (a, a + size) for i, (_, a) in enumerate(bufs)})
         value = 2
         while time.monotonic() < deadline:
             for m, _ in bufs:
@@ -118,7 +129,7 @@ def run(argv: list[str] | None = None) -> None:
     else:
         m, a = _map(hot, nohuge=True)
         _write_all(m, 0, hot, 1)
-        _announce({"hot": (a, a + hot)})
+        announce({"hot": (a, a + hot)})
         value = 2
         while time.monotonic() < deadline:
             if args.mode == "reader":

@@ -31,7 +31,9 @@ def test_protocol_example_through_socat(damond):
     assert out.splitlines() == [
         "OK", "off", "OK",
         "ERR EINVAL kdamonds/0/state: 'bogus' is not one of on, off, commit, "
-        "update_schemes_stats"]
+        "commit_schemes_quota_goals, update_schemes_stats, update_schemes_tried_bytes, "
+        "update_schemes_tried_regions, clear_schemes_tried_regions, "
+        "update_schemes_effective_quotas, update_tuned_intervals"]
 
 
 def test_socat_chains(damond):
@@ -45,7 +47,7 @@ def test_socat_chains(damond):
 def test_ctl_arguments_stdout_stderr_and_exit_status(damond):
     ok = ctl(damond.path, "echo 1 > kdamonds/nr", "cat kdamonds/nr_kdamonds", "ls kdamonds/0")
     assert ok.returncode == 0
-    assert ok.stdout.decode().splitlines() == ["1", "contexts/", "pid", "state"]
+    assert ok.stdout.decode().splitlines() == ["1", "contexts/", "pid", "refresh_ms", "state"]
     assert ok.stderr.decode().splitlines() == [
         "# 'nr' is accepted as 'nr_kdamonds' (the kernel's file name)"]
     bad = ctl(damond.path, "cat kdamonds/nr_kdamonds", "echo bogus > kdamonds/0/state", "pwd")
@@ -82,3 +84,22 @@ def test_ctl_without_daemon(sockdir):
     out = ctl(f"{sockdir}/nothing.sock", "pwd")
     assert out.returncode == 2
     assert b"cannot connect" in out.stderr
+
+
+@pytest.mark.parametrize("pipeline", ["'trace 100' | head -1", "'trace 1000' | head -3",
+                                      "'tree /' 'tree /' 'tree /' | head -1"])
+def test_ctl_into_a_closed_pipe_exits_quietly(damond, pipeline):
+    """``damond ctl ... | head`` ends like a Unix tool whose reader left: status 0 or 141
+    (SIGPIPE), nothing on stderr; it is not "daemon cannot be reached" (2)."""
+    from tests.control.conftest import start_sim_kdamond
+
+    with damond.conn() as c:
+        if c.value("kdamonds/nr_kdamonds") == "0":
+            start_sim_kdamond(c)
+    out = subprocess.run(["bash", "-c", f"set -o pipefail; {DAMOND} ctl --socket "
+                          f"{damond.path} {pipeline}; echo status=$? >&2"],
+                         capture_output=True, text=True, timeout=60)
+    *stderr, last = out.stderr.splitlines()
+    assert stderr == []
+    assert last in ("status=0", "status=141"), out.stderr
+    assert out.stdout.strip()

@@ -185,6 +185,28 @@ def test_debugfs_scheme_line(conn):
     assert conn.ok("cat schemes") == []
 
 
+def test_debugfs_short_scheme_line_is_ignored_as_in_v5_18_with_a_note(conn):
+    """v5.18 answers success for a line of fewer than 18 numbers and installs nothing; damond
+    does the same and says so in a note, so the user is not left guessing."""
+    conn.ok("cd <debugfs>/damon")
+    full = "4096 8192 0 5 10 20 2 10 1073741824 1000 0 0 100 1 5000000 600 500 300"
+    conn.ok(f'echo "{full}" > schemes')
+    data, status = conn.cmd('echo "4096 8192  0 5    10 20    2" > schemes')
+    assert status == "OK"
+    [note] = data
+    assert note.startswith("# 0 schemes installed; the rest was ignored: it starts with 7 "
+                           "numbers where a scheme needs 18"), note
+    assert conn.ok("cat schemes") == []
+    # a full line and a short one: the full one is kept, the rest named
+    data, status = conn.cmd(f'echo "{full}\n1 2 3" > schemes')
+    assert status == "OK" and data[0].startswith("# 1 scheme installed; the rest was "
+                                                 "ignored: it starts with 3 numbers"), data
+    assert len(conn.ok("cat schemes")) == 1
+    # nothing to say about a full line
+    data, status = conn.cmd(f'echo "{full}" > schemes')
+    assert (data, status) == ([], "OK")
+
+
 def test_debugfs_monitor_off_and_kdamond_pid_none(conn):
     conn.ok("cd <debugfs>/damon")
     assert conn.ok("cat monitor_on") == ["off"]

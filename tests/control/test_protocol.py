@@ -200,3 +200,13 @@ def test_the_live_report_client_reports_errors(damond):
 
     with pytest.raises(DaemonSourceError, match=r"^'cat nothing' failed: ENOENT "):
         trio.run(ask)
+
+
+def test_stopped_note_round_trip():
+    from damond.control.protocol import format_stopped_note, parse_stopped_note
+
+    line = format_stopped_note("kdamond.3", "every target is gone\n(pid 42)")
+    assert line == "# kdamond.3 stopped: every target is gone\\n(pid 42)"
+    assert parse_stopped_note(line) == ("kdamond.3", "every target is gone\\n(pid 42)")
+    assert parse_stopped_note("# dropped 3 events") is None
+    assert parse_stopped_note("kdamond.3 stopped: x") is None

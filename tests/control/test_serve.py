@@ -5,7 +5,10 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import stat
 import subprocess
+
+import pytest
 
 from tests.control.conftest import DAMOND, Conn, start_sim_kdamond
 
@@ -43,11 +46,33 @@ def test_refuses_to_replace_a_file_that_is_not_a_socket(sockdir):
         assert f.read() == "keep me"
 
 
-def test_missing_directory_is_created_0750(start_damond, sockdir):
+@pytest.mark.parametrize("where", ["sockdir", "/nonexistent"])
+def test_a_given_socket_path_in_a_missing_directory_is_refused_and_nothing_created(
+        sockdir, where):
+    """A mistyped --socket must not create directories: exit 1, one line saying why."""
+    top = os.path.join(sockdir, "run") if where == "sockdir" else where
+    if os.path.lexists(top):
+        pytest.skip(f"{top} exists on this machine")
+    path = os.path.join(top, "dir", "x.sock")
+    out = subprocess.run([DAMOND, "serve", "--socket", path], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 1
+    lines = (out.stdout + out.stderr).splitlines()
+    assert len(lines) == 1 and "directory does not exist" in lines[0], lines
+    assert os.path.dirname(path) in lines[0]
+    assert not os.path.lexists(top)
+
+
+def test_only_the_default_directory_is_created_0750(sockdir):
+    from damond.control_socket import bind_control_socket
+
     path = os.path.join(sockdir, "run", "damond", "damond.sock")
-    d = start_damond(path=path)
-    assert os.stat(os.path.dirname(path)).st_mode & 0o777 == 0o750
-    assert d.alive()
+    sock = bind_control_socket(path, create_directory=True)
+    try:
+        assert os.stat(os.path.dirname(path)).st_mode & 0o777 == 0o750
+        assert stat.S_ISSOCK(os.lstat(path).st_mode)
+    finally:
+        sock.close()
 
 
 def test_socket_activation(sockdir):

@@ -106,7 +106,8 @@ async def test_ls_tree_cd_pwd(daemon):
     assert await lines_of(s, "ls kdamonds/nr_kdamonds") == ["kdamonds/nr_kdamonds", "OK"]
     assert await lines_of(s, "ls /sys/kernel/mm/damon") == ["admin/", "OK"]
     assert await lines_of(s, "tree kdamonds/0") == [
-        "kdamonds/0/", "├── contexts/", "│   └── nr_contexts", "├── pid", "└── state", "OK"]
+        "kdamonds/0/", "├── contexts/", "│   └── nr_contexts", "├── pid", "├── refresh_ms",
+        "└── state", "OK"]
     assert await lines_of(s, "cd kdamonds/0/contexts; pwd") == [
         "OK", "/sys/kernel/mm/damon/admin/kdamonds/0/contexts", "OK"]
     assert await lines_of(s, "cd ..; cd; pwd") == ["OK", "OK", "/sys/kernel/mm/damon/admin",

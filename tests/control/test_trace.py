@@ -72,7 +72,8 @@ def test_trace_argument_errors(conn):
     assert conn.err("trace 1 2") == "EINVAL"
 
 
-def test_slow_trace_client_drops_and_reports_and_does_not_slow_the_kdamond(damond):
+def test_slow_trace_client_drops_and_reports_and_does_not_slow_the_kdamond(start_damond):
+    damond = start_damond("--cpu-budget", "0")  # the configured 1 ms sampling, unstretched
     with damond.conn() as c:
         start_sim_kdamond(c)
         # aggregate at every 1 ms sample: over 10k tracepoint lines a second
@@ -119,3 +120,21 @@ def test_trace_client_that_closes_is_forgotten(damond):
     with damond.conn() as c:
         status = dict(line.split(": ", 1) for line in c.ok("status"))
         assert status["daemon.control_clients"] == "1"
+
+
+def test_huge_numbers_are_refused_with_the_kernels_errnos_and_no_traceback(damond):
+    """Python's int() refuses 4,301+ digits with a ValueError; counts are parsed as the kernel
+    parses a number (kstrtoull): EINVAL or ERANGE, whatever the length, nothing logged."""
+    with damond.conn() as c:
+        start_sim_kdamond(c)
+        assert c.err("trace " + "9" * 5000) == "ERANGE"
+        assert c.err("trace " + "9" * 5000 + "x") == "ERANGE"   # overflow is checked first
+        assert c.err("trace 1" + "x" * 5000) == "EINVAL"
+        assert c.err("lateness " + "1" * 5000) == "ERANGE"
+        assert c.err("lateness 1 " + "1" * 5000) == "ERANGE"
+        assert c.err("lateness -1") == "EINVAL"
+        assert c.err("trace 18446744073709551616") == "ERANGE"
+        c.send("trace 18446744073709551615\n")   # u64 max: accepted (forever)
+        assert c.readline() == "OK"
+    assert "Traceback" not in damond.output()
+    assert "internal error" not in damond.output()

@@ -3,6 +3,7 @@ broken file without touching the running configuration, and apply a valid one on
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import time
@@ -11,7 +12,7 @@ import pytest
 
 from damond.control.commands import Session
 from damond.errors import DamonError
-from damond.service.config import parse_config, read_config
+from damond.service.config import parse_config, read_config, run_bounded
 from damond.service.daemon import Daemon
 from tests.control.conftest import DAMOND
 from tests.service.conftest import (
@@ -71,15 +72,20 @@ def test_one_bad_kdamond_refuses_the_whole_file(serve, config_path):
     assert "kdamond started" not in err
 
 
-def test_unknown_keys_are_warnings(serve, notify, config_path):
-    kd = sim_kdamond()
-    kd["contexts"][0]["future_knob"] = 1
-    write_config(config_path, [kd], damond={"log_level": "info", "colour": "blue"})
+def test_unknown_keys(serve, notify, config_path):
+    """An unknown key of damond's own section is a warning (a newer damond's setting); one in
+    the kdamonds is refused, naming it, as every unimplemented field is (the kdamonds loader's
+    rule)."""
+    write_config(config_path, [sim_kdamond()], damond={"log_level": "info", "colour": "blue"})
     d = serve(config=config_path, env=base_env(NOTIFY_SOCKET=notify.address))
     notify.wait_for(lambda f: "READY" in f)
-    err = d.stderr()
-    assert "kdamonds[0].contexts[0].future_knob: unknown key (ignored)" in err
-    assert "damond.colour: unknown key (ignored)" in err
+    assert "damond.colour: unknown key (ignored)" in d.stderr()
+    kd = sim_kdamond()
+    kd["contexts"][0]["future_knob"] = 1
+    write_config(config_path, [kd])
+    refused = serve(config=config_path)
+    assert refused.wait() == 1
+    assert "kdamonds[0].contexts[0].future_knob: unknown key" in refused.stderr()
 
 
 def _reload(d, notify, *, how: str = "sighup") -> dict[str, str]:
@@ -120,7 +126,8 @@ def test_broken_reloads_keep_the_running_configuration(serve, notify, config_pat
 
 def test_valid_reload_commits_online_adds_and_removes_kdamonds(serve, notify, config_path):
     write_config(config_path, [sim_kdamond(seed=1)])
-    d = serve(config=config_path, env=base_env(NOTIFY_SOCKET=notify.address))
+    d = serve("--cpu-budget", "0", config=config_path,  # regions split at the configured rate
+              env=base_env(NOTIFY_SOCKET=notify.address))
     notify.wait_for(lambda f: "READY" in f)
     time.sleep(0.2)
     with d.conn() as c:
@@ -220,6 +227,10 @@ def test_config_check_option(tmp_path):
     no = subprocess.run([DAMOND, "serve", "--config", str(bad), "--check"],
                         capture_output=True, text=True, timeout=30)
     assert no.returncode == 1 and "min_nr_regions 10 is above max_nr_regions 5" in no.stderr
+    # a plain message for a person, not log records
+    assert no.stderr.startswith("damond serve: configuration refused: ")
+    assert no.stderr.count("\n") == 1 and "[error" not in no.stderr
+    assert no.stderr.rstrip().endswith("(EINVAL)")
 
 
 def test_format_from_extension_or_content(tmp_path):
@@ -230,3 +241,67 @@ def test_format_from_extension_or_content(tmp_path):
     p.write_text("kdamonds: []\n")  # YAML in a .json file: the extension decides
     with pytest.raises(DamonError, match="not valid JSON"):
         read_config(str(p))
+
+
+# -- a configuration path that is not a regular file -------------------------------------------
+
+
+def _fifo_in_place_of(path: str) -> None:
+    os.unlink(path)
+    os.mkfifo(path)
+
+
+def test_a_fifo_at_the_config_path_never_wedges_the_daemon(serve, notify, config_path):
+    """Before, ``reload`` of a FIFO blocked (open waits for a writer), freezing the daemon's
+    clients, and SIGTERM was not heard until the read returned."""
+    write_config(config_path, [sim_kdamond()])
+    d = serve(config=config_path, env=base_env(NOTIFY_SOCKET=notify.address))
+    notify.wait_for(lambda f: "READY" in f)
+    _fifo_in_place_of(config_path)
+    with d.conn() as c:
+        started = time.monotonic()
+        data, status = c.cmd("reload")
+        assert time.monotonic() - started < 1.0
+        assert status.startswith("ERR EINVAL reload: "), status
+        assert "is a FIFO, not a regular file; the running configuration is kept" in status
+        assert c.value("kdamonds/0/state") == "on"
+    # SIGHUP then SIGTERM: the daemon ends within a second
+    d.signal(signal.SIGHUP)
+    time.sleep(0.1)
+    d.signal(signal.SIGTERM)
+    started = time.monotonic()
+    assert d.wait(timeout=5) == 0
+    assert time.monotonic() - started < 1.0
+    assert "is a FIFO" in d.stderr()
+
+
+def test_non_regular_config_paths_are_refused_at_startup(serve, tmp_path):
+    fifo = tmp_path / "fifo.yaml"
+    os.mkfifo(fifo)
+    for path, kind in ((str(fifo), "a FIFO"), (str(tmp_path), "a directory"),
+                       ("/dev/zero", "a device")):
+        d = serve(config=path)
+        started = time.monotonic()
+        assert d.wait(timeout=10) == 1
+        assert time.monotonic() - started < 5
+        assert f"is {kind}, not a regular file" in d.stderr()
+
+
+async def test_a_read_that_blocks_is_given_up_in_time(tmp_path):
+    """The time bound itself, on a real blocking read: opening a FIFO without O_NONBLOCK
+    waits for a writer that never comes. The worker thread is abandoned (and released here
+    by opening the write end, so the test leaves nothing behind)."""
+    fifo = str(tmp_path / "fifo")
+    os.mkfifo(fifo)
+
+    def blocking_read() -> bytes:
+        with open(fifo, "rb") as f:
+            return f.read()
+
+    started = time.monotonic()
+    with pytest.raises(DamonError) as e:
+        await run_bounded(blocking_read, timeout_s=0.3, what=f"{fifo}: reading")
+    assert 0.3 <= time.monotonic() - started < 1.0
+    assert e.value.errno_name == "ETIMEDOUT" and "given up" in e.value.why
+    fd = os.open(fifo, os.O_WRONLY)  # lets the abandoned thread finish
+    os.close(fd)

@@ -44,9 +44,9 @@ def _run(serve, notify, config_path, *, journal: str | None, args=(), seconds=0.
 
 
 def test_json_lines_on_the_journal_stream(serve, notify, config_path):
-    kd = sim_kdamond()
-    kd["contexts"][0]["some_new_knob"] = True  # a warning, to see its priority
-    write_config(config_path, [kd])
+    # an unknown key of damond's own section is a warning: to see its priority (one in the
+    # kdamonds is refused)
+    write_config(config_path, [sim_kdamond()], damond={"some_new_knob": True})
     out = _run(serve, notify, config_path, journal="match")
     lines = out.splitlines()
     assert lines

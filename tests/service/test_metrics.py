@@ -3,6 +3,7 @@ HTTP endpoint."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
@@ -17,7 +18,7 @@ import urllib.request
 import pytest
 
 from damond.control.protocol import unescape_data_line
-from damond.service.metrics import Family, format_value
+from damond.service.metrics import _Families
 from damond.service.metrics_http import http_answer, parse_listen
 from damond.service.metrics_textfile import write_textfile
 from tests.service.conftest import PAGEOUT_COLD, base_env, sim_kdamond, write_config
@@ -218,6 +219,58 @@ def test_http_endpoint(serve, notify, config_path):
     assert results == [200] * 16
 
 
+def test_idle_connections_never_lock_a_scraper_out(serve, notify, config_path):
+    """Before, the 33rd connection was closed unanswered while 32 idle ones waited out their
+    10 s: 40 idle peers made every scrape fail. Now a newcomer evicts the oldest connection
+    that has not sent its request; a scrape is answered at once however many idle peers."""
+    port = _free_port()
+    write_config(config_path, [sim_kdamond()])
+    serve("--metrics-listen", f"127.0.0.1:{port}", config=config_path,
+          env=base_env(NOTIFY_SOCKET=notify.address))
+    notify.wait_for(lambda f: "READY" in f)
+    for n in (40, 300):
+        idle = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(n)]
+        try:
+            for _ in range(3):
+                started = time.monotonic()
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics",
+                                            timeout=5) as r:
+                    assert r.status == 200
+                    m = parse_exposition(r.read().decode())
+                assert time.monotonic() - started < 2
+                assert value(m, "damond_kdamond_running", kdamond="0") == 1
+            # the evicted ones were closed (EOF), not left hanging; at most the limit is held
+            time.sleep(0.3)
+            closed = 0
+            for s_ in idle:
+                s_.setblocking(False)
+                with contextlib.suppress(BlockingIOError, ConnectionResetError):
+                    closed += s_.recv(1) == b""
+            assert closed >= n - 32, (n, closed)
+        finally:
+            for s_ in idle:
+                s_.close()
+
+
+def test_openmetrics_when_the_scraper_asks_for_it(serve, notify, config_path):
+    port = _free_port()
+    write_config(config_path, [sim_kdamond()])
+    serve("--metrics-listen", f"127.0.0.1:{port}", config=config_path,
+          env=base_env(NOTIFY_SOCKET=notify.address))
+    notify.wait_for(lambda f: "READY" in f)
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/metrics",
+        headers={"Accept": "application/openmetrics-text;version=1.0.0,text/plain;q=0.5"})
+    with urllib.request.urlopen(request, timeout=10) as r:
+        assert r.headers["Content-Type"].startswith("application/openmetrics-text; version=1")
+        text = r.read().decode()
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families
+
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    assert families["damond_kdamond_samples"].type == "counter"
+    assert text.endswith("# EOF\n")
+
+
 def test_port_in_use_is_a_startup_error(serve):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -230,21 +283,48 @@ def test_port_in_use_is_a_startup_error(serve):
 # -- in-process ----------------------------------------------------------------------------
 
 
+def _exposed(*samples: tuple[str, str, str, float, dict]) -> str:
+    """The exposition text of (name, kind, help, value, labels) samples, rendered the way the
+    daemon renders its own (prometheus_client's generate_latest over damond's collector)."""
+    from prometheus_client.exposition import generate_latest
+    from prometheus_client.registry import Collector, CollectorRegistry
+
+    class Fixed(Collector):
+        def collect(self):
+            fam = _Families()
+            for name, kind, help_, v, labels in samples:
+                fam(name, kind, help_)(v, **labels)
+            return fam.families()
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(Fixed())
+    return generate_latest(registry).decode()
+
+
 def test_label_values_and_help_are_escaped():
-    fam = Family("damond_x", "gauge", 'a "help"\\ with\nbreak')
-    fam.add(1.5, path='C:\\dir "x"\nnext')
-    text = "".join(line + "\n" for line in fam.lines())
+    text = _exposed(("damond_x", "gauge", 'a "help"\\ with\nbreak', 1.5,
+                     {"path": 'C:\\dir "x"\nnext'}))
     assert text == ('# HELP damond_x a "help"\\\\ with\\nbreak\n# TYPE damond_x gauge\n'
                     'damond_x{path="C:\\\\dir \\"x\\"\\nnext"} 1.5\n')
     parse_exposition(text)
 
 
-def test_format_value():
-    assert format_value(3) == "3"
-    assert format_value(True) == "1"
-    assert format_value(0.25) == "0.25"
-    assert format_value(math.nan) == "NaN"
-    assert format_value(-math.inf) == "-Inf"
+def test_values():
+    """Number forms are the exposition format's (Go's float formatting, as prometheus_client
+    writes it): before prometheus_client, damond wrote integers without ``.0``; the format
+    reads both, so the test keeps the intent (each value reads back exactly) rather than the
+    digits."""
+    text = _exposed(("damond_a", "gauge", "h", 3, {"k": "a"}),
+                    ("damond_a", "gauge", "h", True, {"k": "b"}),
+                    ("damond_a", "gauge", "h", 0.25, {"k": "c"}),
+                    ("damond_a", "gauge", "h", math.nan, {"k": "d"}),
+                    ("damond_a", "gauge", "h", -math.inf, {"k": "e"}),
+                    ("damond_b_total", "counter", "h", 2 ** 53, {}))
+    m = parse_exposition(text)
+    assert [value(m, "damond_a", k=k) for k in "abce"] == [3, 1, 0.25, -math.inf]
+    assert math.isnan(value(m, "damond_a", k="d"))
+    assert value(m, "damond_b_total") == 2 ** 53
+    assert 'damond_a{k="d"} NaN\n' in text and 'damond_a{k="e"} -Inf\n' in text
 
 
 def test_parse_listen():
@@ -268,3 +348,23 @@ def test_write_textfile_leaves_nothing_behind_on_failure(tmp_path):
     with pytest.raises(OSError):
         write_textfile(str(target), "x 1\n")
     assert os.listdir(tmp_path) == ["sub"]
+
+
+def test_a_planted_symlink_is_not_followed(tmp_path):
+    """Before, the temporary file had a predictable name (``.<name>.<pid>.tmp``) opened with
+    O_TRUNC and chmodded by path: in a collector directory others can write, a symlink planted
+    there had its target (any file root can write) overwritten and made 0644."""
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    victim.chmod(0o600)
+    directory = tmp_path / "textfile"
+    directory.mkdir()
+    planted = directory / f".damond.prom.{os.getpid()}.tmp"
+    planted.symlink_to(victim)
+    write_textfile(str(directory / "damond.prom"), "damond_x 1\n")
+    assert victim.read_text() == "precious\n"
+    assert stat.S_IMODE(victim.stat().st_mode) == 0o600
+    assert (directory / "damond.prom").read_text() == "damond_x 1\n"
+    assert stat.S_IMODE((directory / "damond.prom").stat().st_mode) == 0o644
+    assert sorted(os.listdir(directory)) == [planted.name, "damond.prom"]
+    assert planted.is_symlink()

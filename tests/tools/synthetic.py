@@ -25,9 +25,10 @@ START_NS = 1_000_000_000
 AGGR_NS = 100_000_000
 
 
-def events(kdamond: int = 0, targets: int = 1) -> list[AggregationEvent]:
+def events(kdamond: int = 0, targets: int = 1,
+           nr_snapshots: int = NR_AGGREGATIONS) -> list[AggregationEvent]:
     out = []
-    for i in range(NR_AGGREGATIONS):
+    for i in range(nr_snapshots):
         warm = 10 if i >= NR_AGGREGATIONS // 2 else 0
         warm_age = i - NR_AGGREGATIONS // 2 if warm else i
         regions = [(*HOT, 20, i), (*COLD, 0, i), (*WARM, warm, warm_age), (*STEADY, 6, i)]
@@ -42,8 +43,9 @@ def events(kdamond: int = 0, targets: int = 1) -> list[AggregationEvent]:
     return out
 
 
-def write(path, output_type: str = "json_compressed", targets: int = 1) -> str:
+def write(path, output_type: str = "json_compressed", targets: int = 1,
+          nr_snapshots: int = NR_AGGREGATIONS) -> str:
     with RecordWriter(path, output_type, 60.0) as w:
-        for ev in events(targets=targets):
+        for ev in events(targets=targets, nr_snapshots=nr_snapshots):
             w.add(ev)
     return str(path)

@@ -17,7 +17,8 @@ times, sizes and intervals as raw digit strings, region addresses and ages with 
 Durability. A recording can be killed at any moment and must still leave a file damo reads,
 missing at most what was added since the last :meth:`RecordWriter.flush`. A zlib stream cannot be
 appended to in place, and records are grouped per target, so the file is never edited: each flush
-writes a complete new file next to it (``<out>.damond-tmp``), fsyncs it, and renames it over the
+writes a complete new file next to it (``<out>.XXXXXXXX.damond-tmp``, created by ``mkstemp``:
+never a path planted in advance; removed if the write fails), fsyncs it, and renames it over the
 output (then fsyncs the directory). That would cost a recompression of everything each time, so
 each record's snapshot text is compressed once, when added, by a raw-deflate compressor of its own
 that each flush ends with a sync flush and drops (the bytes then end on a byte boundary and refer
@@ -42,10 +43,12 @@ with :func:`read_record` takes 8-10 s, mostly ``json.loads``.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import io
 import json
 import os
+import tempfile
 import time
 import zlib
 from collections.abc import Iterator
@@ -315,15 +318,20 @@ class RecordWriter:
 
     def _write_file(self) -> None:
         """Write the whole file under a temporary name, fsync it, rename it over the output."""
-        tmp = self.path + _TMP_SUFFIX
-        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, self.permission)
+        # mkstemp: a fresh name created with O_EXCL (a symlink or file planted under a
+        # predictable name is never opened, so never truncated or chmodded), in the output's
+        # own directory (rename is atomic only within a file system)
+        directory, base = os.path.split(os.path.abspath(self.path))
+        fd, tmp = tempfile.mkstemp(prefix=f"{base}.", suffix=_TMP_SUFFIX, dir=directory)
         try:
-            os.fchmod(fd, self.permission)  # the umask must not loosen damo's 0600 default
+            os.fchmod(fd, self.permission)  # on the descriptor: the umask must not loosen it
             placed = self._write_pieces(fd)
             os.fsync(fd)
             os.rename(tmp, self.path)
         except BaseException:
             os.close(fd)
+            with contextlib.suppress(OSError):  # a full disk must not leave it behind
+                os.unlink(tmp)
             raise
         for segment, (offset, length) in placed.items():
             segment.offset, segment.length = offset, length
@@ -420,7 +428,13 @@ class RecordedSnapshot:
 def read_record(path: str | os.PathLike) -> list[RecordedSnapshot]:
     """All snapshots of a damo record file (json_compressed, json or perf_script, written by
     damond or by damo), record by record, each record's snapshots in file order. damo's fake
-    snapshots (a lone ``0-0`` region with -1 accesses) are dropped."""
+    snapshots (a lone ``0-0`` region with -1 accesses) are dropped.
+
+    A file that is none of the three (not text, a JSON that is not a list of records, a text
+    without one ``damon_aggregated`` line) raises ValueError saying so: "not a record" is a
+    different answer from "a record without snapshots". An empty file is a record without
+    snapshots (what a perf_script recording that saw nothing leaves).
+    """
     with open(path, "rb") as f:
         data = f.read()
     if len(data) >= 2 and data[0] & 0x0F == 8 and (data[0] << 8 | data[1]) % 31 == 0:
@@ -428,7 +442,11 @@ def read_record(path: str | os.PathLike) -> list[RecordedSnapshot]:
             return _read_json(zlib.decompress(data).decode())
         except zlib.error:
             pass  # not zlib after all: a text that happens to start like a zlib header
-    text = data.decode()
+    try:
+        text = data.decode()
+    except UnicodeDecodeError:
+        raise ValueError("neither a zlib stream (json_compressed) nor text (json, "
+                         "perf_script)") from None
     if text.lstrip()[:1] in ("[", "{"):
         return _read_json(text)
     return _read_perf_script(text)
@@ -450,8 +468,11 @@ def _int(value: object, parse=text_to_nr) -> int:
 
 
 def _read_json(text: str) -> list[RecordedSnapshot]:
+    records = json.loads(text)
+    if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+        raise ValueError("JSON, but not a list of damo records")
     out = []
-    for record in json.loads(text):
+    for record in records:
         intervals = record.get("intervals")
         sample = _int(intervals["sample_us"], text_to_us) if intervals else None
         aggr = _int(intervals["aggr_us"], text_to_us) if intervals else None
@@ -511,7 +532,9 @@ def _read_perf_script(text: str) -> list[RecordedSnapshot]:
     """``damon_aggregated`` lines of ``perf script`` (or ``trace-cmd report``) output, grouped
     like damo does (``tracepoint.group_snapshots``); lines without a time stamp are skipped.
     Pre-5.18 lines (no age) get age -1."""
-    events = (e for e in tracepoint.parse_lines(text.splitlines()) if e.time_ns is not None)
+    events = [e for e in tracepoint.parse_lines(text.splitlines()) if e.time_ns is not None]
+    if not events and text.strip():
+        raise ValueError("text without a single damon:damon_aggregated trace line")
     out = []
     for target, snapshots in tracepoint.group_snapshots(events, missing_age=-1).items():
         ends = [s.end_ns for s in snapshots]

@@ -97,6 +97,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         else:
             src.add_argument(flag, type=int, metavar="N", help=f"default {default}")
     src.add_argument("--seed", type=int, help="seed of the random generators")
+    src.add_argument("--cpu-budget", type=_cpu_budget, metavar="FRACTION",
+                     help="the kdamond's monitoring budget, a share of one CPU: above it the "
+                          "sampling interval stretches (default 0: sample as configured; "
+                          "damond serve's default is 0.05)")
     dmn = p.add_argument_group("or: a kdamond of a running daemon")
     dmn.add_argument("--socket", metavar="PATH",
                      help="the daemon's control socket (default: $DAMOND_SOCKET, your own "
@@ -112,6 +116,15 @@ DESCRIPTION = ("Record DAMON monitoring results in damo's record format (damo re
                "(--socket/--kdamond). SIGINT or --timeout ends the recording (exit status 0).")
 
 
+def _cpu_budget(text: str) -> float:
+    from damond.core.budget import check_budget
+
+    try:
+        return check_budget(float(text))
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def check_options(args: argparse.Namespace) -> None:
     """Refuse option combinations argparse cannot express (RecordError, status 2); complete
     ``args`` with what they imply (``daemon``, ``socket_path``, the default ``ops``)."""
@@ -125,7 +138,7 @@ def check_options(args: argparse.Namespace) -> None:
         raise RecordError("give one of: a COMMAND, --pid, or --socket/--kdamond", 2)
     if args.daemon:
         args.socket_path = client_socket_path(args.socket)
-        given = [k for k in DEFAULTS if getattr(args, k) is not None]
+        given = [k for k in (*DEFAULTS, "cpu_budget") if getattr(args, k) is not None]
         if given or args.ops is not None or args.regions:
             raise RecordError("the daemon's kdamond has its own attributes; configure it "
                               "through its control socket", 2)

@@ -45,7 +45,9 @@ async def record_embedded(args: argparse.Namespace, pid: int, proc: subprocess.P
     from damond import api  # heavy: see the module doc
 
     sink.update_us = args.update_us or DEFAULTS["update_us"]
-    async with api.session(seed=args.seed) as session:
+    budget = getattr(args, "cpu_budget", None)
+    async with api.session(seed=args.seed, **({} if budget is None else
+                                              {"cpu_budget": budget})) as session:
         try:
             kd = await session.start(build_context(args, pid))
         except DamonError as e:

@@ -83,7 +83,9 @@ async def record(args: argparse.Namespace, proc: subprocess.Popen | None, pid: i
             await source()
             inner.cancel_scope.cancel()
         sink.end()
-    if stop.cancelled_caught and error is None:
+    if sink.error is not None:
+        reason = "stopped by the write failure below"
+    elif stop.cancelled_caught and error is None:
         if caught:
             reason = "interrupted by " + signal.Signals(caught[0]).name
         elif args.timeout:
@@ -91,9 +93,11 @@ async def record(args: argparse.Namespace, proc: subprocess.Popen | None, pid: i
     if sink.error is not None:
         error = RecordError(f"writing {args.output} failed: {sink.error.strerror or sink.error}")
     if sink.writer is not None:
+        saved = (f"; {args.output} holds those flushed before it" if sink.error is not None
+                 else f" written to {args.output}")
         progress.finish(f"{reason}; {counters.snapshots} snapshots "
                         f"({counters.aggregations} aggregations) in "
-                        f"{time.monotonic() - counters.started:.1f} s written to {args.output}")
+                        f"{time.monotonic() - counters.started:.1f} s{saved}")
     if error is not None:
         raise error
     return 0

@@ -47,6 +47,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a count (0 or more), not {text!r}")
+    return value
+
+
 def _source_options() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
     g = p.add_argument_group("input")
@@ -97,8 +107,9 @@ def _wss_parser(sub, parent) -> None:
     p.add_argument("-r", "--range", type=int, nargs=3, default=[0, 101, 25],
                    metavar=("START", "STOP", "STEP"),
                    help="percentiles to print (default 0 101 25)")
-    p.add_argument("--exclude-samples", type=int, default=20, metavar="N",
-                   help="skip the first N snapshots (default 20, like damo)")
+    p.add_argument("--exclude-samples", type=_count, default=None, metavar="N",
+                   help=f"skip the first N snapshots (default: damo's {wss.DAMO_EXCLUDE}, but "
+                        "at most a quarter of the record)")
     p.add_argument("-t", "--acc-thres", type=int, default=1, metavar="N",
                    help="samples a region needs to count (default 1)")
     p.add_argument("--sz-thres", type=int, default=1, metavar="BYTES",
@@ -158,7 +169,11 @@ def _heatmap(args: argparse.Namespace) -> str:
 
 
 def _wss(args: argparse.Namespace) -> str:
-    return wss.report(_series(args, all_targets=True), percentiles=range(*args.range),
+    series = _series(args, all_targets=True)
+    note = wss.exclusion_note(series, args.exclude_samples)
+    if note is not None:
+        print(f"{REPORT.prog}: {note}", file=sys.stderr)
+    return wss.report(series, percentiles=range(*args.range),
                       acc_thres=args.acc_thres, sz_thres=args.sz_thres,
                       exclude=args.exclude_samples, sort_by=args.sortby,
                       per_target=args.per_target, raw=args.raw_number,

@@ -333,3 +333,71 @@ def test_sigkilled_writer_leaves_a_readable_file(tmp_path: Path, output_type: st
         assert len(damo_snapshots) == len(snapshots)
         assert damo_snapshots[-1][0] == (1 << 40, (1 << 40) + (1 << 21), (len(snapshots) - 1) % 21,
                                          len(snapshots) - 1)
+
+
+# --- temporary files: never a planted path, never left behind ------------------------------
+
+
+def test_a_planted_symlink_at_the_old_temporary_name_is_not_followed(tmp_path: Path) -> None:
+    """Before, each flush opened ``<out>.damond-tmp`` with O_TRUNC and no O_NOFOLLOW: root
+    recording into a shared directory truncated, rewrote and chmodded a file of the planter's
+    choosing."""
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    victim.chmod(0o640)
+    out = tmp_path / "shared" / "damon.data"
+    out.parent.mkdir()
+    (out.parent / "damon.data.damond-tmp").symlink_to(victim)
+    write_record(out, [event(i) for i in range(10)], "json_compressed", flush_every=3)
+    assert victim.read_text() == "precious\n" and stat.S_IMODE(victim.stat().st_mode) == 0o640
+    assert len(read_record(out)) == 10
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    assert sorted(os.listdir(out.parent)) == ["damon.data", "damon.data.damond-tmp"]
+
+
+_FULL_DISK_WRITER = """
+import resource, sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[2])
+from tests.formats.damo.test_record import event
+from damond.formats.damo.record import RecordWriter
+resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[3]), int(sys.argv[3])))
+w = RecordWriter(sys.argv[1], "json", flush_interval_s=3600)
+try:
+    for i in range(100000):
+        w.add(event(i))
+        if i % 5 == 4:
+            w.flush()
+except OSError as e:
+    print(e.errno, flush=True)
+"""
+
+
+def test_a_full_disk_leaves_no_temporary_file(tmp_path: Path) -> None:
+    """A file-size limit (RLIMIT_FSIZE; Python ignores SIGXFSZ, so write() fails with EFBIG,
+    as it would with ENOSPC on a full file system) makes a flush fail: the previous output
+    stays whole and no ``*.damond-tmp`` is left."""
+    out = tmp_path / "damon.data"
+    res = subprocess.run([sys.executable, "-c", _FULL_DISK_WRITER, str(out), str(REPO),
+                          str(64 << 10)], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == str(27)  # EFBIG
+    assert os.listdir(tmp_path) == ["damon.data"]
+    assert len(read_record(out)) % 5 == 0 and len(read_record(out)) > 0
+
+
+def test_a_file_that_is_not_a_record_says_so(tmp_path: Path) -> None:
+    """Before, any text without trace lines (``/etc/passwd``) read as a record with no
+    snapshots; a JSON object crashed with AttributeError."""
+    cases = {
+        "passwd": (b"root:x:0:0:root:/root:/bin/bash\n", "without a single damon:damon_aggr"),
+        "binary": (bytes(range(256)) * 4, "neither a zlib stream"),
+        "object.json": (b'{"kdamonds": []}', "JSON, but not a list of damo records"),
+        "numbers.json": (b"[1, 2]", "JSON, but not a list of damo records"),
+    }
+    for name, (data, why) in cases.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(ValueError, match=why):
+            read_record(tmp_path / name)
+    (tmp_path / "empty").write_bytes(b"")
+    assert read_record(tmp_path / "empty") == []  # a record that saw nothing

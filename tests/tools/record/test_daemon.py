@@ -60,7 +60,7 @@ def test_trace_grouper_splits_same_timestamp_and_skips_partial_snapshots():
 
 
 def test_record_a_daemon_kdamond(start_damond, tmp_path, capsys):  # noqa: F811
-    d = start_damond()
+    d = start_damond("--cpu-budget", "0")  # aggregations at the configured rate
     with d.conn() as c:
         start_sim_kdamond(c)
     out = tmp_path / "daemon.data"
@@ -98,7 +98,7 @@ def test_record_a_daemon_kdamond(start_damond, tmp_path, capsys):  # noqa: F811
 
 
 def test_recording_ends_when_the_kdamond_stops(start_damond, tmp_path):  # noqa: F811
-    d = start_damond()
+    d = start_damond("--cpu-budget", "0")  # aggregations at the configured rate
     with d.conn() as c:
         start_sim_kdamond(c)
         out = tmp_path / "stopped.data"

@@ -194,3 +194,61 @@ def test_a_failing_command_is_reported(tmp_path):
     proc = subprocess.run([*RECORD, "-o", str(tmp_path / "f.data"), "--", *WORKLOAD[:3],
                            "no-such-mode"], capture_output=True, text=True, timeout=30)
     assert "the command exited with status 2" in proc.stderr
+
+
+def _children(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(x) for x in f.read().split()]
+
+
+def _gone(pid: int) -> bool:
+    """Whether ``pid`` has exited (a zombie waiting for init to reap it counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except FileNotFoundError:
+        return True
+
+
+def test_the_recorded_command_dies_with_a_sigkilled_recorder(tmp_path):
+    proc = subprocess.Popen([*RECORD, "-o", str(tmp_path / "k.data"), "--quiet", "--",
+                             "sleep", "1000"], stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 20
+        while not (kids := _children(proc.pid)):
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.05)
+        (sleep_pid,) = kids
+        with open(f"/proc/{sleep_pid}/cmdline") as f:
+            assert f.read().split("\0")[0] == "sleep"
+        time.sleep(0.5)  # recording
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        deadline = time.monotonic() + 5
+        while not _gone(sleep_pid):
+            assert time.monotonic() < deadline, "the recorded command outlived the recorder"
+            time.sleep(0.05)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_a_full_disk_ends_the_recording_without_leaving_a_temporary_file(tmp_path):
+    """RLIMIT_FSIZE stands in for a full disk (write fails with EFBIG instead of ENOSPC)."""
+    import resource
+
+    limit = 32 << 10
+
+    def small_disk() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    out = tmp_path / "full.data"
+    proc = subprocess.run([*RECORD, "--ops", "sim", "-o", str(out), "--output-type", "json",
+                           "--flush-interval", "0.2", "--timeout", "30"],
+                          capture_output=True, text=True, timeout=60, preexec_fn=small_disk)
+    assert proc.returncode != 0
+    assert "writing " + str(out) + " failed: File too large" in proc.stderr, proc.stderr
+    assert "stopped by the write failure" in proc.stderr
+    assert os.listdir(tmp_path) == ["full.data"]
+    assert len(read_record(out)) > 0

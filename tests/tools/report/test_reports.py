@@ -116,13 +116,36 @@ def test_wss_matches_damo(record, capsys):
     damo = subprocess.run([DAMO, "report", "wss", "--input", record, "--exclude_samples", "0"],
                           capture_output=True, text=True, env=_damo_env(), check=True)
     assert damo.stdout == out
-    # damo's defaults too: the first 20 snapshots are skipped
-    default = run_report(capsys, "wss", "-i", record, "--raw-number", "--sortby", "time")
+    # damo's default skips 20 snapshots: the same numbers with --exclude-samples 20 (damond's
+    # own default skips at most a quarter of a record: see the test below)
+    twenty = run_report(capsys, "wss", "-i", record, "--raw-number", "--sortby", "time",
+                        "--exclude-samples", "20")
     damo = subprocess.run([DAMO, "report", "wss", "--input", record, "--raw_number",
                            "--sortby", "time"],
                           capture_output=True, text=True, env=_damo_env(), check=True)
-    assert damo.stdout == default
-    assert "# avr:\t393216" in default
+    assert damo.stdout == twenty
+    assert "# avr:\t393216" in twenty
+
+
+def test_wss_default_never_discards_a_short_record(tmp_path, capsys):
+    """damo's fixed default of 20 left an 18-snapshot record with only ``# no snapshot``."""
+    path = synthetic.write(tmp_path / "short.data", nr_snapshots=18)
+    assert len(read_record(path)) == 18
+    assert report.main(["wss", "-i", path, "--raw-number", "--all-wss", "--sortby", "time"]) == 0
+    out = capsys.readouterr()
+    sizes = [line for line in out.out.splitlines() if not line.startswith("#")]
+    assert len(sizes) == 18 - 4  # a quarter, rounded down, is skipped
+    assert out.err == ("damond report: skipped the first 4 of 18 snapshots (monitoring's "
+                       "start; damo skips 20, damond at most a quarter); --exclude-samples N "
+                       "chooses, 0 keeps all\n")
+    # the user's own number is obeyed, and an empty result says why and what to do
+    assert report.main(["wss", "-i", path, "--exclude-samples", "20"]) == 0
+    out = capsys.readouterr()
+    assert out.out.splitlines()[-1] == ("# no snapshot: all 18 snapshots were skipped by "
+                                        "--exclude-samples 20; --exclude-samples 0 keeps them")
+    assert out.err == ""
+    assert report.main(["wss", "-i", path, "--exclude-samples", "0"]) == 0
+    assert capsys.readouterr().err == ""
 
 
 def test_wss_per_target_and_collapsed(tmp_path, capsys):
@@ -189,6 +212,10 @@ def test_errors_are_one_line(tmp_path, capsys):
     bad.write_text("[{\"snapshots\": 5}]")
     assert report.main(["access", "-i", str(bad)]) == 1
     assert "not a damo record file" in capsys.readouterr().err
+    assert report.main(["access", "-i", "/etc/passwd"]) == 1
+    assert capsys.readouterr().err == (
+        "damond report: /etc/passwd is not a damo record file: text without a single "
+        "damon:damon_aggregated trace line\n")
     path = synthetic.write(tmp_path / "ok")
     assert report.main(["heatmap", "-i", path, "--output", str(tmp_path / "x.bmp")]) == 1
     assert "unsupported image type 'bmp'" in capsys.readouterr().err
