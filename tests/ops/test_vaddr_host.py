@@ -83,7 +83,11 @@ def _check_hot_cold_and_pageout(d, pid: int, info: dict) -> None:
             snaps = last_snapshots(trace(c, 400), 3)
             hot = [analysis.mean_access_over(s, e, n, h0, h1) for s, e, n, _ in snaps]
             cold = [analysis.mean_access_over(s, e, n, c0, c1) for s, e, n, _ in snaps]
-            if snaps and min(hot) >= 10 and max(cold) == 0:
+            # the cold mapping starts one page after the hot one: a region that straddles
+            # the boundary can keep a few dozen cold pages counted as hot for a while, until a
+            # random split isolates them (0.0024 = 80 pages of 32768); 0.05 still means at
+            # most 0.25% of the cold mapping seen at the hot mapping's rate
+            if snaps and min(hot) >= 10 and max(cold) < 0.05:
                 break
             assert time.monotonic() < deadline, f"hot {hot} cold {cold}"
         rss_before = _rss(pid)
