@@ -131,16 +131,20 @@ def _quiet_unless_configured() -> None:
 @asynccontextmanager
 async def session(registry: OperationsRegistry | None = None, *, seed: int | None = None,
                   min_region: int | None = None,
-                  cpu_budget: float = 0.0) -> AsyncIterator[Session]:
+                  cpu_budget: float = 0.0, sampler: str = "auto") -> AsyncIterator[Session]:
     """Serve kdamonds for the duration of the ``async with`` block; they stop at its end.
 
     ``cpu_budget`` is each kdamond's monitoring budget, a share of one CPU: a kdamond that
     would cost more samples less often (``damond.core.budget``). In-process it is off unless
     asked for (0: sample exactly as configured, as the kernel does); ``damond serve`` uses
-    ``damond.core.budget.DEFAULT_CPU_BUDGET``."""
+    ``damond.core.budget.DEFAULT_CPU_BUDGET``. ``sampler`` is ``auto`` (operation sets with
+    a batch sampler sample each aggregation in a worker thread) or ``per-sample`` (every
+    sample on the event loop), as ``damond serve --sampler``."""
+    if sampler not in ("auto", "per-sample"):
+        raise ValueError(f"sampler must be 'auto' or 'per-sample', not {sampler!r}")
     _quiet_unless_configured()
     sched = Scheduler(registry or OperationsRegistry(), seed=seed, min_region=min_region,
-                      cpu_budget=cpu_budget)
+                      cpu_budget=cpu_budget, batch_sampling=sampler == "auto")
     async with trio.open_nursery() as nursery:
         await nursery.start(sched.serve)
         try:

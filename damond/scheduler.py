@@ -45,6 +45,7 @@ from damond.core.budget import (
 from damond.core.build import build_context, commit_context
 from damond.core.context import Context
 from damond.core.events import AggregationEvent, TargetSnapshot
+from damond.core.operations import SampledBatch
 from damond.core.schemes import WalkControl, walk_request
 from damond.core.spec import ContextSpec
 from damond.errors import DamonError
@@ -164,6 +165,10 @@ class Kdamond:
         self._w_samples = 0
         self._w_wake_ns: int | None = None
         self._w_target_ns = 0
+        # batch sampling (the operation set's sample_aggregation, in a worker thread)
+        self._batch_stop: bytearray | None = None
+        self._batch_off_why = "" if scheduler.batch_sampling else "disabled (--sampler per-sample)"
+        self.sampler_kind = ""
 
     @property
     def ops(self) -> DamonOperations:
@@ -216,6 +221,8 @@ class Kdamond:
     async def stop(self) -> None:
         """Stop and wait until the kdamond has cleaned up (``damon_stop()``)."""
         self.stop_reason = self.stop_reason or "stopped by request"
+        if self._batch_stop is not None:
+            self._batch_stop[0] = 1  # a batch in its worker thread ends after its sample
         self._cancel_scope.cancel()
         await self.finished.wait()
 
@@ -242,6 +249,10 @@ class Kdamond:
         if self.cpu_budget > 0 and isinstance(clock, trio.testing.MockClock):
             # CPU seconds against virtual seconds mean nothing: sample as configured
             self.budget_off_why = "off: the clock is virtual (trio.testing.MockClock)"
+        if isinstance(clock, trio.testing.MockClock):
+            # a worker thread sleeps in real time: it cannot keep a virtual clock's deadlines
+            self._batch_off_why = "off: the clock is virtual (trio.testing.MockClock)"
+        ctx.batch_sampling = not self._batch_off_why
         self._restart_window()
         try:
             with self._cancel_scope:
@@ -338,6 +349,8 @@ class Kdamond:
                 others0 = sched.span_cpu_ns
                 if kind is loop.SampleWait:
                     await self._sample_wait()
+                elif kind is loop.SampleBatch:
+                    value = await self._sample_batch(effect)
                 else:
                     await self._activation_wait(effect.us)
                 wall0, cpu0 = time.perf_counter_ns(), time.thread_time_ns()
@@ -370,6 +383,56 @@ class Kdamond:
         stats.lateness_s.append(trio.current_time() - deadline)
         stats.samples += 1
         self._w_samples += 1
+
+    async def _sample_batch(self, effect: loop.SampleBatch) -> SampledBatch:
+        """Run a batch of samples in a worker thread, on the same absolute schedule as
+        ``_sample_wait`` (deadlines handed over as ``CLOCK_MONOTONIC`` nanoseconds), and
+        account its samples, lateness, overruns and CPU time as if they had run here."""
+        stats = self.stats
+        now = trio.current_time()
+        interval = self.effective_sample_us() / 1e6
+        if interval != self._sched_interval:
+            self._sched_interval = interval
+            self._sched_base, self._sched_k = now, 0
+        first = self._sched_base + (self._sched_k + 1) * interval
+        if first < now:
+            stats.overruns += 1
+            self._sched_base, self._sched_k = now, 0
+            first = now + interval
+        stop = self._batch_stop = bytearray(1)
+        try:
+            batch, cpu_ns = await trio.to_thread.run_sync(
+                _timed_cpu, effect.fn, effect.ctx, effect.nr_samples, round(interval * 1e9),
+                round(first * 1e9) + self._mono_offset_ns, stop)
+        finally:
+            self._batch_stop = None
+        stats.cpu_ns += cpu_ns
+        done = batch.samples_done
+        stats.lateness_s.extend((batch.lateness_ns / 1e9).tolist())
+        stats.samples += done
+        stats.overruns += batch.overruns
+        self._w_samples += done
+        if self._charges_target:
+            self._w_target_ns += batch.check_ns
+        if batch.overruns:
+            self._sched_base, self._sched_k = trio.current_time(), 0
+        else:
+            self._sched_base, self._sched_k = first, max(done - 1, 0)
+        kind = batch.kind or "batch"
+        if kind != self.sampler_kind:
+            log.info("sampler", kdamond=self.index, kind=kind, samples_per_batch=done)
+        self.sampler_kind = kind
+        return batch
+
+    def sampler_status(self) -> dict[str, str]:
+        """Which sampler runs this kdamond's samples, and why not a better one."""
+        if self.ctx.batch_sampling and self.ops.sample_aggregation is not None:
+            return {"kind": self.sampler_kind or "batch (starting)",
+                    "where": "a worker thread, one batch per aggregation interval",
+                    "why": "the operation set has a batch sampler"}
+        why = (self._batch_off_why if self._batch_off_why
+               else f"operation set {self.ctx.ops_name!r} has no batch sampler")
+        return {"kind": "per-sample", "where": "the event loop", "why": why}
 
     # -- the monitoring budget ------------------------------------------------------------
 
@@ -502,6 +565,7 @@ class Kdamond:
             "effective_sample_us": self.effective_sample_us(),
             "effective_aggr_us": self.effective_aggr_us(),
             "budget": self.budget_status(),
+            "sampler": self.sampler_status(),
             "lateness_p99_ms": s.lateness_percentile(99) * 1e3,
             "ops_status": self.ops.status(self.ctx),
         }
@@ -529,8 +593,11 @@ class Scheduler:
 
     def __init__(self, registry: OperationsRegistry, *, seed: int | None = None,
                  min_region: int | None = None,
-                 cpu_budget: float = DEFAULT_CPU_BUDGET) -> None:
+                 cpu_budget: float = DEFAULT_CPU_BUDGET, batch_sampling: bool = True) -> None:
         self.registry = registry
+        #: let operation sets with a batch sampler run each aggregation's samples in a worker
+        #: thread (``DamonOperations.sample_aggregation``); False: one sample per loop pass
+        self.batch_sampling = batch_sampling
         #: each kdamond's budget, a share of one CPU (``damond.core.budget``; 0 disables it)
         self.cpu_budget = check_budget(cpu_budget)
         #: CPU of every kdamond's work in the event loop's thread (tells wake-up costs apart)

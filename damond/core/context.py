@@ -149,6 +149,9 @@ class Context:
     rng: np.random.Generator = field(default_factory=np.random.default_rng)
     #: Monotonic nanoseconds; handed in by whoever runs the context (trio's clock in damond).
     clock_ns: Callable[[], int] = _no_clock
+    #: Sample in batches through the operation set's ``sample_aggregation`` (when it has one):
+    #: set by the driver that can run a batch off its event loop.
+    batch_sampling: bool = False
     passed_sample_intervals: int = 0
     next_aggregation_sis: int = 0
     next_ops_update_sis: int = 0

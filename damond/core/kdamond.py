@@ -21,6 +21,8 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import numpy as np
+
 from damond.core.access import reset_aggregated, update_access_rates, window_length
 from damond.core.attrs import sample_interval
 from damond.core.context import Context
@@ -65,6 +67,19 @@ class SampleWait:
 
 
 @dataclass(frozen=True, slots=True)
+class SampleBatch:
+    """Run ``nr_samples`` whole samples (choose addresses, clear, sleep, check) through the
+    operation set's ``sample_aggregation`` and send back its ``SampledBatch``. Each sample
+    keeps its own sampling interval and deadline; the driver runs the batch off its event
+    loop. ``fn`` is the set's ``sample_aggregation``, called as ``fn(ctx, nr_samples,
+    interval_ns, first_deadline_ns, stop)``."""
+
+    fn: Callable[..., Any]
+    ctx: Any
+    nr_samples: int
+
+
+@dataclass(frozen=True, slots=True)
 class ActivationWait:
     """Every scheme is deactivated by its watermarks: wait ``us`` microseconds, or less if a
     user request arrives, before checking again (``kdamond_wait_activation()``)."""
@@ -87,7 +102,7 @@ SAMPLE_WAIT = SampleWait()
 SERVE_REQUESTS = ServeRequests()
 AGGREGATED = Aggregated()
 
-Effect = OpsCall | SampleWait | ActivationWait | ServeRequests | Aggregated
+Effect = OpsCall | SampleWait | SampleBatch | ActivationWait | ServeRequests | Aggregated
 R = TypeVar("R")
 #: A piece of the loop: yields effects, receives their results, returns ``R``.
 Steps = Generator[Effect, Any, R]
@@ -121,9 +136,12 @@ def kdamond_iteration(ctx: Context) -> Steps[bool]:
     next_ops_update_sis = ctx.next_ops_update_sis
     if _has_watermarks(ctx) and (yield from _wait_activation(ctx)):
         return True  # it waited: start the pass again, from the stop check
-    yield OpsCall(ctx.ops.prepare_access_checks, (ctx,))
-    yield SAMPLE_WAIT
-    accessed = yield OpsCall(ctx.ops.check_accesses, (ctx,))
+    if ctx.batch_sampling and ctx.ops.sample_aggregation is not None:
+        accessed = yield from _sample_batch(ctx, next_aggregation_sis, next_ops_update_sis)
+    else:
+        yield OpsCall(ctx.ops.prepare_access_checks, (ctx,))
+        yield SAMPLE_WAIT
+        accessed = yield OpsCall(ctx.ops.check_accesses, (ctx,))
     aggregate = count_accesses(ctx, next_aggregation_sis, accessed)
     yield SERVE_REQUESTS
     if ctx.schemes:
@@ -189,6 +207,38 @@ def split_apply_result(result) -> tuple[list[int], list[int] | None]:
         applied, passed = result
         return list(applied), list(passed)
     return list(result), None
+
+
+def batch_length(ctx: Context, next_aggregation_sis: int, next_ops_update_sis: int) -> int:
+    """How many samples one batch may take: up to the next sample at which anything but
+    counting happens (an aggregation, an operations update, a scheme's apply pass), so that
+    the samples a batch leaves to be counted are exactly the passes in which the kernel's loop
+    would only have counted. At the kernel's defaults (5 ms, 100 ms, 1 s) that is one
+    aggregation interval: 20 samples."""
+    due = min(next_aggregation_sis, next_ops_update_sis,
+              *(s.next_apply_sis for s in ctx.schemes))
+    return max(1, due - ctx.passed_sample_intervals)
+
+
+def _sample_batch(ctx: Context, next_aggregation_sis: int,
+                  next_ops_update_sis: int) -> Steps[list]:
+    """Sample in one batch, count all but the batch's last sample here (passes in which the
+    loop only counts: no aggregation, update or apply pass falls inside a batch), and return
+    the last sample's checks for the rest of the pass.
+
+    What users can observe differs from the per-sample loop in one way only: requests (a
+    ``commit``, a stats update, a tried-regions walk) and watermark checks wait for the end of
+    the batch instead of the next sample, which is at most one aggregation interval later: the
+    earliest point where the kernel's loop shows their effect in aggregated results too."""
+    n = batch_length(ctx, next_aggregation_sis, next_ops_update_sis)
+    batch = yield SampleBatch(ctx.ops.sample_aggregation, ctx, n)
+    rows = batch.accessed
+    done = batch.samples_done
+    for k in range(done - 1):
+        count_accesses(ctx, next_aggregation_sis, [r[k] for r in rows])
+    if not done:  # stopped before its first sample: nothing was found accessed
+        return [np.zeros(len(t.regions), dtype=bool) for t in ctx.targets]
+    return [r[done - 1] for r in rows]
 
 
 def _need_stop(ctx: Context) -> Steps[bool]:
@@ -311,6 +361,11 @@ def run_steps(steps: Steps[R], *, on_sample_wait: Callable[[], None] = _nothing,
             value = effect.fn(*effect.args)
         elif kind is SampleWait:
             on_sample_wait()
+        elif kind is SampleBatch:
+            # no clock here: every deadline has passed, so the batch samples back to back
+            value = effect.fn(effect.ctx, effect.nr_samples, 0, 0, bytearray(1))
+            for _ in range(value.samples_done):
+                on_sample_wait()
         elif kind is ServeRequests:
             on_requests()
         elif kind is Aggregated:

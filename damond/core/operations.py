@@ -37,6 +37,28 @@ class SchemeAction:
     core_allowed: bool = False
 
 
+@dataclass(slots=True)
+class SampledBatch:
+    """What a batch of samples found (``DamonOperations.sample_aggregation``)."""
+
+    #: Per target, a boolean array of shape (samples done, regions): row k says which regions'
+    #: sampled page was accessed during sample k.
+    accessed: list[np.ndarray]
+    #: Per sample done, how late the check woke up after its deadline (ns).
+    lateness_ns: np.ndarray
+    #: Samples whose deadline had passed before their sleep began (the schedule restarted).
+    overruns: int = 0
+    #: Wall time spent in the access checks themselves: what a perturbing check (``smaps``,
+    #: ``soft_dirty``) costs the target as well.
+    check_ns: int = 0
+    #: Which sampler ran the batch ("native", "python", ...), for ``status``.
+    kind: str = ""
+
+    @property
+    def samples_done(self) -> int:
+        return len(self.lateness_ns)
+
+
 @dataclass(frozen=True, slots=True)
 class DamonOperations:
     """One operation set's callbacks, each taking the whole context so that a set can batch a
@@ -74,6 +96,15 @@ class DamonOperations:
     #: A quota goal metric's current value (``damond.core.context.QuotaGoal``; 6.8+), or None
     #: when unknown; the registry falls back to the system's value.
     goal_metric: Callable[[Context, Any], int | None] = None  # type: ignore[assignment]
+    #: Optional: sample the regions ``nr_samples`` times in one call, off the event loop (a
+    #: worker thread; a native sampler releases the GIL for the whole batch). Arguments:
+    #: ``(ctx, nr_samples, interval_ns, first_deadline_ns, stop)``; deadlines are
+    #: ``CLOCK_MONOTONIC`` nanoseconds (sample k is checked at first_deadline_ns + k *
+    #: interval_ns), ``stop`` a one-byte bytearray the driver sets to end the batch early.
+    #: Answers a ``SampledBatch``. The call must not change the context: the regions are read
+    #: only, and their counters are updated afterwards by the core from the answer. None: the
+    #: set samples through ``prepare_access_checks`` and ``check_accesses`` only.
+    sample_aggregation: Callable[..., SampledBatch] | None = None
 
 
 #: The callbacks of an operation set, in the record's order: every field but ``name`` and

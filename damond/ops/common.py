@@ -27,10 +27,16 @@ def pick_sampling_addrs(regions: Regions, rng: np.random.Generator) -> np.ndarra
     ``damon_rand(r->ar.start, r->ar.end)``. Drawing floats and scaling them is several times
     cheaper than integer draws with per-region bounds; the clamp keeps the rare draw that rounds
     up to ``end`` inside the region."""
+    regions.sampling_addr = sampling_addrs(regions, rng)
+    return regions.sampling_addr
+
+
+def sampling_addrs(regions: Regions, rng: np.random.Generator) -> np.ndarray:
+    """One sampling address per region, as ``pick_sampling_addrs`` picks them, without storing
+    them (a batch sampler running beside the event loop must leave the regions alone)."""
     sizes = regions.sizes()
     offsets = (rng.random(len(regions)) * sizes).astype(np.uint64)
-    regions.sampling_addr = regions.start + np.minimum(offsets, np.maximum(sizes, 1) - 1)
-    return regions.sampling_addr
+    return regions.start + np.minimum(offsets, np.maximum(sizes, 1) - 1)
 
 
 def hot_scores(nr_accesses: np.ndarray, age: np.ndarray, attrs: AttrsSpec,

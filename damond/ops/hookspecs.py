@@ -128,3 +128,16 @@ def damon_ops_status(ctx):
     """Optional: a small dict of facts for ``status`` and ``features`` (e.g. which access-check
     backend each target uses and why better ones are unavailable). Left out (or answering
     None): an empty dict."""
+
+
+@hookspec(firstresult=True)
+def damon_ops_sample_aggregation(ctx, nr_samples, interval_ns, first_deadline_ns, stop):
+    """Optional: run ``nr_samples`` samples in one call and answer a
+    ``damond.core.operations.SampledBatch`` (which regions were accessed in each sample, and
+    how late each check woke). The scheduler calls it in a worker thread, so a set with a
+    native sampler runs a whole aggregation without the GIL while the event loop serves
+    clients and other kdamonds; the core then counts the rows exactly as it would have
+    counted the per-sample checks. Deadlines are ``CLOCK_MONOTONIC`` nanoseconds: sample k's
+    check is due at ``first_deadline_ns + k * interval_ns``. ``stop`` is a one-byte bytearray
+    set non-zero when the kdamond stops: end the batch early. Must not change ``ctx``. Left
+    out: the kdamond samples through ``prepare_access_checks``/``check_accesses``."""

@@ -179,6 +179,7 @@ def _operations(name: str, info: OpsInfo,
         wmark_metric=_wmark_metric(found["wmark_metric"]),
         status=_status(found["status"]),
         goal_metric=_goal_metric(found["goal_metric"]),
+        sample_aggregation=found["sample_aggregation"],
     )
 
 

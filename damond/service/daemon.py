@@ -32,9 +32,11 @@ class Daemon:
     def __init__(self, registry: OperationsRegistry | None = None, *,
                  seed: int | None = None,
                  probe_features: Callable[[], list[str]] = probe_features,
-                 cpu_budget: float = DEFAULT_CPU_BUDGET, offload: str = "never") -> None:
+                 cpu_budget: float = DEFAULT_CPU_BUDGET, offload: str = "never",
+                 sampler: str = "auto") -> None:
         self.registry = registry or OperationsRegistry()
-        self.scheduler = Scheduler(self.registry, seed=seed, cpu_budget=cpu_budget)
+        self.scheduler = Scheduler(self.registry, seed=seed, cpu_budget=cpu_budget,
+                                   batch_sampling=sampler != "per-sample")
         self.sysfs = SysfsAdmin(self.scheduler, self.registry.avail_operations)
         self.debugfs = DebugfsDamon(self.scheduler, self.registry)
         self.vfs = Vfs({SYSFS_ADMIN: self.sysfs.root, DEBUGFS_DAMON: self.debugfs.root})

@@ -167,6 +167,11 @@ def _render_budget(fam: _Families, label: str, kd: Kdamond) -> None:
         b["charged_share"], kdamond=label)
     fam("damond_kdamond_budget_exceeded_total", "counter",
         "Budget windows whose charged share exceeded the budget")(b["exceeded"], kdamond=label)
+    if getattr(kd, "sampler_status", None) is not None:
+        sm = kd.sampler_status()
+        fam("damond_kdamond_sampler_info", "gauge",
+            "Which sampler runs the kdamond's samples (native, python or per-sample) and where")(
+            1, kdamond=label, kind=sm["kind"], where=sm["where"])
 
 
 def _render_kdamond(fam: _Families, label: str, kd: Kdamond) -> None:

@@ -86,6 +86,9 @@ class ServeOptions:
     cpu_budget: float = DEFAULT_CPU_BUDGET
     #: ``auto``: contexts whose operation set the kernel's DAMON has run there; ``never``
     offload: str = "auto"
+    #: ``auto``: operation sets with a batch sampler sample each aggregation in a worker thread
+    #: (natively where they can); ``per-sample``: every sample on the event loop
+    sampler: str = "auto"
 
 
 def _freeze_startup_objects() -> None:
@@ -106,7 +109,7 @@ class _Service:
         self.watchdog_s = watchdog_interval()
         self.passed = listen_fds()
         self.daemon = Daemon(seed=options.seed, cpu_budget=options.cpu_budget,
-                             offload=options.offload)
+                             offload=options.offload, sampler=options.sampler)
         self.manager = ConfigManager(
             self.daemon, options.config, on_settings=self._apply_settings,
             on_reload_start=self._reload_started, on_reload_done=self._reload_done)

@@ -30,7 +30,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         log_level=args.log_level, log_format=args.log_format,
         metrics_textfile=args.metrics_textfile, metrics_interval=args.metrics_interval,
         metrics_listen=args.metrics_listen, mount=args.mount, cpu_budget=args.cpu_budget,
-        offload=args.offload))
+        offload=args.offload, sampler=args.sampler))
 
 
 def _cmd_mount(args: argparse.Namespace) -> int:
@@ -195,6 +195,11 @@ def build_parser() -> argparse.ArgumentParser:
                             "the kernel has its operation set and its DAMON tree is free "
                             "(docs/offload.md); never: damond's own sensing always "
                             "(default: auto)")
+    serve.add_argument("--sampler", choices=["auto", "per-sample"], default="auto",
+                       help="auto: operation sets with a batch sampler (vaddr, fvaddr) run each "
+                            "aggregation's samples in a worker thread, natively (page_idle, C) "
+                            "where they can (docs/sampler.md); per-sample: every sample on the "
+                            "event loop (default: auto)")
     serve.add_argument("--admin-group", metavar="GROUP",
                        help="members of this group may write (root always may)")
     serve.add_argument("--mount", metavar="DIR",
