@@ -35,7 +35,10 @@ FILTER_TYPES: tuple[str, ...] = ("anon", "active", "memcg", "young", "hugepage_s
                                  "unmapped", "addr", "target")
 CORE_FILTER_TYPES: tuple[str, ...] = ("addr", "target")
 OPS_FILTER_TYPES: tuple[str, ...] = tuple(t for t in FILTER_TYPES if t not in CORE_FILTER_TYPES)
-#: Quota goal metrics of Linux 6.18 (``enum damos_quota_goal_metric`` order).
+#: Quota goal metrics the core implements (``enum damos_quota_goal_metric`` order): Linux 6.18's
+#: first four, then 6.19's ``node_memcg_*`` and 7.0's ``[in]active_mem_bp``. The 6.18
+#: interfaces accept only the first four (``interfaces.sysfs.schemes.GOAL_METRICS_6_18``); the
+#: later ones are reachable where a later interface asks for them (the in-process api).
 QUOTA_GOAL_METRICS: tuple[str, ...] = (
     "user_input", "some_mem_psi_us", "node_mem_used_bp", "node_mem_free_bp",
     "node_memcg_used_bp", "node_memcg_free_bp", "active_mem_bp", "inactive_mem_bp")
@@ -88,7 +91,7 @@ class QuotaGoalSpec:
     """v6.8+ ``quotas/goals/N/``. A goal with ``target_value`` 0 is ignored, as the kernel's
     ``damos_sysfs_add_quota_score()`` skips it. ``current_value`` is the user's input for
     ``user_input`` (6.8); ``nid`` is used by the ``node_*`` metrics (6.13), ``path`` (a cgroup
-    path relative to the cgroup v2 root, e.g. ``/workload``) by ``node_memcg_*`` (6.16)."""
+    path relative to the cgroup v2 root, e.g. ``/workload``) by ``node_memcg_*`` (6.19)."""
 
     target_metric: str = "user_input"
     target_value: int = 0

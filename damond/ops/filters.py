@@ -71,11 +71,43 @@ def pages_passing(filters: list[FilterSpec], *, core_allowed: bool, flags: np.nd
 
 
 CGROUP2_ROOT = "/sys/fs/cgroup"
+MOUNTINFO = "/proc/self/mountinfo"
 
 
-def memcg_inode(memcg_path: str, root: str = CGROUP2_ROOT) -> int:
-    """The inode of a cgroup v2 directory (what ``/proc/kpagecgroup`` reports for its pages);
-    EINVAL when there is no such cgroup, as ``damon_sysfs_memcg_path_to_id()`` answers."""
+def memcg_root(mountinfo: str = MOUNTINFO) -> str:
+    """Where the memory controller's hierarchy is mounted: a cgroup2 mount that offers
+    ``memory``, else a cgroup v1 mount with the ``memory`` option (``/proc/kpagecgroup``
+    reports the inode of a directory of that hierarchy); ``CGROUP2_ROOT`` when neither is
+    found. A memcg filter's ``memcg_path`` is relative to it, as the kernel's
+    ``cgroup_path()`` of the memcg is."""
+    v2 = []
+    try:
+        with open(mountinfo) as f:
+            for line in f:
+                left, _, right = line.partition(" - ")
+                fstype, _, superopts = (right.split() + ["", "", ""])[:3]
+                point = left.split()[4]
+                if fstype == "cgroup" and "memory" in superopts.split(","):
+                    return point
+                if fstype == "cgroup2":
+                    v2.append(point)
+    except OSError:
+        return CGROUP2_ROOT
+    for point in v2:
+        try:
+            with open(os.path.join(point, "cgroup.controllers")) as f:
+                if "memory" in f.read().split():
+                    return point
+        except OSError:
+            continue
+    return CGROUP2_ROOT
+
+
+def memcg_inode(memcg_path: str, root: str | None = None) -> int:
+    """The inode of a memory cgroup directory (what ``/proc/kpagecgroup`` reports for its
+    pages); EINVAL when there is no such cgroup, as ``damon_sysfs_memcg_path_to_id()``
+    answers."""
+    root = root or memcg_root()
     try:
         return os.stat(os.path.join(root, memcg_path.lstrip("/"))).st_ino
     except OSError:

@@ -10,6 +10,14 @@ Only LRU pages can be accessed in the kernel's sense (``damon_get_folio()``); hu
 checked through their head page. ``stat`` works everywhere; ``pageout`` and ``cold`` act through a
 reverse map from physical pages to processes' virtual addresses (``paddr_rmap``), rebuilt at
 most once per update interval; the other actions are tried and apply nothing, as in the kernel.
+
+``addr_unit`` (Linux 6.18): a context's addresses are in units of ``addr_unit`` bytes, so a
+region ``[start, end)`` covers the physical bytes ``[start * addr_unit, end * addr_unit)``
+(``damon_pa_phys_addr()``), the regions' alignment is ``max(PAGE_SIZE / addr_unit, 1)``
+(``min_sz_region``, set by ``core.build``), and the bytes reported back (applied, filter
+passed) are divided by ``addr_unit`` into core units (``damon_pa_core_addr()``,
+``folio_size(folio) / addr_unit`` per folio). Without user regions, the biggest System RAM
+range is converted into units the same way.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ from damond.ops.common import pick_sampling_addrs, scheme_scores
 from damond.ops.filters import UNSUPPORTED, memcg_inode, pages_passing
 from damond.ops.hookspecs import hookimpl
 from damond.ops.info import OpsInfo
+from damond.ops.page_walk import folios
 from damond.platform import iomem, madvise
 from damond.platform import page_idle as page_idle_mod
 from damond.platform.kpageflags import KPF_LRU, has, is_huge_part, read_cgroups, read_flags
@@ -42,8 +51,9 @@ ADVICE = {"cold": madvise.MADV_COLD, "pageout": madvise.MADV_PAGEOUT,
           "lru_deprio": madvise.MADV_COLD}
 #: Actions the kernel's paddr applies but damond's cannot, with the reason (EINVAL at on/commit).
 UNAPPLIABLE = {
-    "lru_prio": "activating a physical page needs folio_activate(); no system call lets user "
-                "space activate another process's pages",
+    "lru_prio": "6.18's paddr marks each folio accessed (folio_mark_accessed()), and user "
+                "space has no call that marks another process's pages accessed or activates "
+                "them: madvise knows only deactivation (MADV_COLD)",
     "migrate_hot": "migrating physical pages needs the reverse map to hand move_pages(2) "
                    "process ranges per page; not implemented (vaddr migrates)",
     "migrate_cold": "migrating physical pages needs the reverse map to hand move_pages(2) "
@@ -97,9 +107,6 @@ def damon_ops_validate(ctx):
                          f"offer: {reason}")
     if len(ctx.targets) > 1:
         raise DamonError("EINVAL", "paddr supports only one target")
-    if ctx.addr_unit != 1:
-        raise DamonError("EINVAL", f"addr_unit {ctx.addr_unit}: damond's paddr works on byte "
-                         "addresses only (addr_unit 1)")
     for i, s in enumerate(ctx.schemes):
         if s.action in UNAPPLIABLE:
             raise DamonError("EINVAL", f"scheme {i}: paddr {s.action}: {UNAPPLIABLE[s.action]}")
@@ -121,7 +128,8 @@ def damon_ops_init(ctx):
     for t in ctx.targets:
         if not len(t.regions):
             start, end = iomem.biggest_system_ram()
-            t.regions = set_regions(Regions(), [(start, end)], ctx.min_region)
+            unit = ctx.addr_unit
+            t.regions = set_regions(Regions(), [(start // unit, end // unit)], ctx.min_region)
 
 
 @hookimpl
@@ -129,7 +137,8 @@ def damon_ops_prepare_access_checks(ctx):
     st: PaddrState = ctx.ops_data
     st.pfns, st.lru = [], []
     for t in ctx.targets:
-        pfns, lru = _pfns_to_check(pick_sampling_addrs(t.regions, ctx.rng))
+        addrs = pick_sampling_addrs(t.regions, ctx.rng)
+        pfns, lru = _pfns_to_check(addrs * np.uint64(ctx.addr_unit))
         st.pfns.append(pfns)
         st.lru.append(lru)
         _mark(st.bitmap, pfns[lru])
@@ -165,26 +174,32 @@ def damon_ops_apply_scheme(ctx, actions):
     st: PaddrState = ctx.ops_data
     applied = []
     passed = []
+    unit = ctx.addr_unit
     for a in actions:
         advice = ADVICE.get(a.action)
-        applied.append(0 if advice is None else _advise_physical(st, a.start, a.end, advice))
+        applied.append(0 if advice is None else
+                       _advise_physical(st, a.start * unit, a.end * unit, advice) // unit)
         scheme = ctx.schemes[a.scheme_index]
-        passed.append(_stat_filter_passed(scheme, a) if a.action == "stat" else 0)
+        passed.append(_stat_filter_passed(scheme, a, unit) if a.action == "stat" else 0)
     return applied, passed
 
 
-def _stat_filter_passed(scheme, a) -> int:
-    """``damon_pa_stat()`` (6.14+): without ops filters nothing is counted; else the bytes of
-    the LRU pages of [start, end) that pass them (``damos_pa_filter_out()``). Pages are judged
-    one by one from ``/proc/kpageflags``; a huge page's pages count with its folio size."""
+def _stat_filter_passed(scheme, a, addr_unit: int = 1) -> int:
+    """``damon_pa_stat()`` (6.14+): without ops filters nothing is counted; else, in core units
+    (bytes / ``addr_unit``), the sizes of the LRU folios of [start, end) that pass them
+    (``damos_pa_filter_out()``), each folio once (the kernel steps over a folio by its size).
+    Pages are judged from ``/proc/kpageflags``; a folio's size and head come from its
+    compound head and tail pages."""
     if not scheme.ops_filters:
         return 0
-    pfns = np.arange(a.start >> PAGE_SHIFT, a.end >> PAGE_SHIFT, dtype=np.uint64)
+    pfns = np.arange((a.start * addr_unit) >> PAGE_SHIFT, (a.end * addr_unit) >> PAGE_SHIFT,
+                     dtype=np.uint64)
     if not len(pfns):
         return 0
     flags = read_flags(pfns)
     lru = has(flags, KPF_LRU)
-    folio_sizes = np.where(is_huge_part(flags), PMD_PAGES * PAGE_SIZE, PAGE_SIZE)
+    heads, nr_pages = folios(pfns, flags)
+    folio_sizes = nr_pages * PAGE_SIZE
     cgroups = None
     inodes: dict[str, int] = {}
     memcg_paths = {f.memcg_path for f in scheme.ops_filters if f.type == "memcg"}
@@ -193,7 +208,9 @@ def _stat_filter_passed(scheme, a) -> int:
         inodes = {p: memcg_inode(p) for p in memcg_paths}
     ok = pages_passing(scheme.ops_filters, core_allowed=a.core_allowed, flags=flags,
                        folio_sizes=folio_sizes, cgroups=cgroups, memcg_inodes=inodes)
-    return int((ok & lru).sum()) * PAGE_SIZE
+    counted = ok & lru
+    first = np.concatenate(([True], heads[1:] != heads[:-1]))  # each folio once
+    return int((folio_sizes[counted & first] // addr_unit).sum())
 
 
 def _advise_physical(st: PaddrState, start: int, end: int, advice: int) -> int:

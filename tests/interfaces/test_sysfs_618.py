@@ -149,11 +149,14 @@ async def test_kstrtobool_strscpy_and_odd_errnos(daemon):
     assert read(daemon, "kdamonds/0/contexts/0/addr_unit") == "1\n"
     await write(daemon, "kdamonds/0/contexts/0/addr_unit", "0x1000\n")
     assert read(daemon, "kdamonds/0/contexts/0/addr_unit") == "4096\n"
-    # 6.18's keyword tables: actions of 6.11, no goal metric newer than 6.18
+    # 6.18's keyword tables: actions of 6.11, no goal metric newer than 6.18 (node_memcg_*
+    # came in 6.19, [in]active_mem_bp in 7.0)
     await write(daemon, S + "action", "migrate_cold\n")
-    await write(daemon, S + "quotas/goals/0/target_metric", "node_memcg_free_bp\n")
-    assert await errno_of(daemon, S + "quotas/goals/0/target_metric",
-                          "active_mem_bp\n") == "EINVAL"
+    await write(daemon, S + "quotas/goals/0/target_metric", "node_mem_free_bp\n")
+    for later in ("node_memcg_used_bp", "node_memcg_free_bp", "active_mem_bp"):
+        assert await errno_of(daemon, S + "quotas/goals/0/target_metric",
+                              later + "\n") == "EINVAL"
+    assert read(daemon, S + "quotas/goals/0/target_metric") == "node_mem_free_bp\n"
     assert await errno_of(daemon, S + "action", "collapse\n") == "EINVAL"
 
 
@@ -258,7 +261,7 @@ async def test_commit_schemes_quota_goals_commits_only_the_goals(daemon, autojum
     [goal] = kd.ctx.schemes[0].quota.goals
     assert goal.current_value == 20000
     assert kd.ctx.schemes[0].spec.quota.sz == 1048576
-    await write(daemon, S + "quotas/goals/0/target_metric", "node_memcg_used_bp\n")
-    assert await errno_of(daemon, "kdamonds/0/state", "commit_schemes_quota_goals\n") == (
-        "EINVAL")  # no cgroup path: refused by the build, nothing committed
+    assert await errno_of(daemon, S + "quotas/goals/0/target_metric",
+                          "node_memcg_used_bp\n") == "EINVAL"  # 6.19: not a 6.18 metric
+    await write(daemon, "kdamonds/0/state", "commit_schemes_quota_goals\n")
     assert kd.ctx.schemes[0].quota.goals[0].current_value == 20000

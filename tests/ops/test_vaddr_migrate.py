@@ -38,14 +38,23 @@ def test_vaddr_refuses_ops_filters_only_where_the_kernel_would_use_them():
     from damond.core.context import Context
     from damond.core.spec import FilterSpec
     from damond.errors import DamonError
+    from damond.ops import page_walk
     from damond.plugins.vaddr import validate_ops_filters
 
-    anon = [FilterSpec(type="anon", matching=True)]
+    young = [FilterSpec(type="young", matching=True)]
     ctx = Context(ops_name="vaddr")
-    ctx.schemes = [build_scheme(SchemeSpec(action="pageout", filters=anon))]
+    ctx.schemes = [build_scheme(SchemeSpec(action="pageout", filters=young))]
     validate_ops_filters(ctx)  # the kernel ignores ops filters for madvise actions
     for action in ("stat", "migrate_cold"):
-        ctx.schemes = [build_scheme(SchemeSpec(action=action, filters=anon))]
+        ctx.schemes = [build_scheme(SchemeSpec(action=action, filters=young))]
         with pytest.raises(DamonError) as e:
             validate_ops_filters(ctx)
-        assert e.value.errno_name == "EINVAL" and "anon" in e.value.why
+        assert e.value.errno_name == "EINVAL" and "young" in e.value.why
+        # filters user space can evaluate per page are accepted where pagemap shows PFNs
+        ctx.schemes = [build_scheme(SchemeSpec(
+            action=action, filters=[FilterSpec(type="anon", matching=True)]))]
+        if page_walk.unavailable() is None:
+            validate_ops_filters(ctx)
+        else:
+            with pytest.raises(DamonError):
+                validate_ops_filters(ctx)

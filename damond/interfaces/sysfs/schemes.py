@@ -35,12 +35,14 @@ from damond.interfaces.sysfs.filters import FILTER_DIRS, filters_dir
 from damond.interfaces.sysfs.views import SchemeView, SysfsContext
 from damond.interfaces.vfs import Dir, File
 
-#: The ``target_metric`` keywords of Linux 6.18 (``damos_sysfs_qgoal_metric_names``):
-#: ``active_mem_bp`` and ``inactive_mem_bp`` came later (2026, after 6.19), so a 6.18 tree
-#: refuses them with EINVAL like any unknown keyword.
+#: The ``target_metric`` keywords of Linux 6.18 (``damos_sysfs_qgoal_metric_names``, unchanged
+#: since 6.16's ``node_mem_*``): ``node_memcg_used_bp``/``node_memcg_free_bp`` (and the goal's
+#: ``path`` file) came in 6.19 (the series posted in Oct 2025 after 6.18-rc1; its "implement
+#: path file under quota goal directory" is fixed "Cc: stable # 6.19.x"), ``active_mem_bp`` and
+#: ``inactive_mem_bp`` in 2026 (7.0). A 6.18 tree refuses them with EINVAL like any unknown
+#: keyword (``target_metric_store()``).
 GOAL_METRICS_6_18: tuple[str, ...] = (
-    "user_input", "some_mem_psi_us", "node_mem_used_bp", "node_mem_free_bp",
-    "node_memcg_used_bp", "node_memcg_free_bp")
+    "user_input", "some_mem_psi_us", "node_mem_used_bp", "node_mem_free_bp")
 assert set(GOAL_METRICS_6_18) <= set(QUOTA_GOAL_METRICS)
 
 

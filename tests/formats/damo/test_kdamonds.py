@@ -291,7 +291,9 @@ def test_every_unimplemented_field_is_named() -> None:
     scheme["quotas"].update(fail_charge_num="1", fail_charge_denom="2", goal_tuner="temporal")
     scheme["quotas"]["goals"] = [
         {"metric": "active_mem_bp", "target_value": "50 %", "current_value": "0"},
-        {"metric": "user_input", "complement": True, "target_value": "1", "current_value": "0"}]
+        {"metric": "user_input", "complement": True, "target_value": "1", "current_value": "0"},
+        {"metric": "node_memcg_used_bp", "target_value": "10 %", "nid": 0,
+         "memcg_path": "/a"}]  # 6.19
     scheme["filters"] = [{"filter_type": "probe_hits_wsum", "matching": True}]
     with pytest.raises(DamonError) as exc:
         dk.load_kdamonds(doc)
@@ -302,6 +304,7 @@ def test_every_unimplemented_field_is_named() -> None:
                  f"{s}.quotas.fail_charge_num", f"{s}.quotas.fail_charge_denom",
                  f"{s}.quotas.goal_tuner", f"{c}.schemes[1].action",
                  f"{s}.quotas.goals[0].metric", f"{s}.quotas.goals[1].complement",
+                 f"{s}.quotas.goals[2].metric",
                  f"{s}.filters[0].filter_type"]:
         assert f"{path}:" in exc.value.why, path
 
@@ -324,8 +327,7 @@ def test_every_6_18_field_round_trips() -> None:
                                     sz_max=2 << 20),
                          FilterSpec(type="memcg", memcg_path="/a/b")],
             quota=QuotaSpec(sz=1 << 30, reset_interval_ms=1000, goals=[
-                QuotaGoalSpec(target_metric="node_memcg_used_bp", target_value=3500, nid=1,
-                              path="/a"),
+                QuotaGoalSpec(target_metric="node_mem_used_bp", target_value=3500, nid=1),
                 QuotaGoalSpec(target_metric="user_input", target_value=10, current_value=3),
                 QuotaGoalSpec(target_metric="some_mem_psi_us", target_value=1234)]))])
     specs = [KdamondSpec(contexts=[ctx], refresh_ms=500)]
@@ -541,8 +543,7 @@ def test_damo_reads_the_6_18_sections_of_dumps_as_damond_means_them(tmp_path: Pa
         ops_filters=[FilterSpec(type="memcg", matching=True, memcg_path="/a/b"),
                      FilterSpec(type="hugepage_size", sz_min=2 << 20, sz_max=1 << 30)],
         quota=QuotaSpec(sz=1 << 30, reset_interval_ms=1000, goals=[
-            QuotaGoalSpec(target_metric="node_memcg_free_bp", target_value=2500, nid=1,
-                          path="/w"),
+            QuotaGoalSpec(target_metric="node_mem_free_bp", target_value=2500, nid=1),
             QuotaGoalSpec(target_metric="some_mem_psi_us", target_value=1234),
             QuotaGoalSpec(target_metric="user_input", target_value=10, current_value=7)]))
     ctx = ContextSpec(ops="paddr", addr_unit=4096, schemes=[scheme],
@@ -557,7 +558,7 @@ def test_damo_reads_the_6_18_sections_of_dumps_as_damond_means_them(tmp_path: Pa
     assert damo["intervals_goal"] == [400, 3, 5000, 100_000]
     [s] = damo["schemes"]
     assert s["target_nid"] == 1 and s["dests"] == [[1, 3], [0, 7]]
-    assert s["goals"] == [["node_memcg_free_bp", 2500, 0, 1, "/w"],
+    assert s["goals"] == [["node_mem_free_bp", 2500, 0, 1, None],
                           ["some_mem_psi_us", 1234, 0, None, None],
                           ["user_input", 10, 7, None, None]]
     assert s["filters"] == [

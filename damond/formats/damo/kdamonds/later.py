@@ -15,7 +15,9 @@ Reading follows damo 3.4.3 (``_damon.py``: ``DamosFilter``, ``DamosQuotaGoal``, 
 * ``target_nid`` null means "not written" (the kernel's ``NUMA_NO_NODE``).
 
 Features newer than 6.18 (the ``probe_hits_wsum`` filter, goal ``complement``, the
-``active_mem_bp``/``inactive_mem_bp``/``node_eligible_mem_bp`` metrics) are refused by path.
+``node_memcg_used_bp``/``node_memcg_free_bp`` metrics of 6.19, which a 6.18 kernel's
+``target_metric`` refuses, and ``active_mem_bp``/``inactive_mem_bp``/``node_eligible_mem_bp``)
+are refused by path.
 """
 
 from __future__ import annotations
@@ -47,9 +49,9 @@ from damond.formats.damo.units import (
 )
 
 #: Goal metrics of Linux 6.18, and those damo 3.4.3 knows beyond them.
-GOAL_METRICS_6_18 = ("user_input", "some_mem_psi_us", "node_mem_used_bp", "node_mem_free_bp",
-                     "node_memcg_used_bp", "node_memcg_free_bp")
-_LATER_GOAL_METRICS = ("active_mem_bp", "inactive_mem_bp", "node_eligible_mem_bp")
+GOAL_METRICS_6_18 = ("user_input", "some_mem_psi_us", "node_mem_used_bp", "node_mem_free_bp")
+_LATER_GOAL_METRICS = ("node_memcg_used_bp", "node_memcg_free_bp", "active_mem_bp",
+                       "inactive_mem_bp", "node_eligible_mem_bp")
 _NID_METRICS = ("node_mem_used_bp", "node_mem_free_bp", "node_memcg_used_bp",
                 "node_memcg_free_bp")
 _PATH_METRICS = ("node_memcg_used_bp", "node_memcg_free_bp")
