@@ -59,10 +59,11 @@ print(passes, time.monotonic() - t0, flush=True)
 class Daemon:
     """A ``damond serve`` on a private socket, spoken to in its line protocol."""
 
-    def __init__(self, budget: str | None) -> None:
+    def __init__(self, budget: str | None, sampler: str = "auto") -> None:
         self.dir = tempfile.mkdtemp(prefix="damond-bench-")
         self.path = os.path.join(self.dir, "d.sock")
-        args = [DAMOND, "serve", "--socket", self.path, "--log-level", "warning"]
+        args = [DAMOND, "serve", "--socket", self.path, "--log-level", "warning",
+                "--sampler", sampler]
         if budget is not None:
             args += ["--cpu-budget", budget]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -180,6 +181,8 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--cpu-budget", default=None, help="damond serve's --cpu-budget "
                     "(default: damond's default; 0: no budget)")
+    ap.add_argument("--sampler", choices=["auto", "per-sample"], default="auto",
+                    help="damond serve's --sampler (per-sample: as before batch sampling)")
     ap.add_argument("--size", type=int, default=200, help="target size in MiB (default 200)")
     ap.add_argument("--seconds", type=float, default=8.0, help="length of each run")
     ap.add_argument("--rounds", type=int, default=3, help="pairs of runs (default 3)")
@@ -188,7 +191,7 @@ def main(argv: list[str] | None = None) -> None:
                     help="longest wait for the kdamond's first budget decision (default 3 s)")
     args = ap.parse_args(argv)
     size = args.size << 20
-    daemon = Daemon(args.cpu_budget)
+    daemon = Daemon(args.cpu_budget, args.sampler)
     try:
         rate, _, _ = one_run(None, size, args.seconds, 0)
         plain, watched, settles = [rate], [], []

@@ -6,10 +6,12 @@ page_idle), e.g. from the repository root::
 
     ../shared/guest-kernel/guest-run --mem 2G -- .venv/bin/python bench/versus_kernel.py
 
-Both sides use the same attributes: 20 samples per aggregation like the defaults, but a 25 ms
-sampling interval by default (``--sample-us``): under the guest's software CPU emulation a
-system call costs ~0.1 ms and damond makes three per region per sample, so at 5 ms it would
-overrun every sample while the kernel would not, and the comparison would measure saturation.
+Both sides use the same attributes: the kernel's defaults (5 ms sampling, 100 ms aggregation,
+10-1000 regions; ``--sample-us`` changes the sampling interval, keeping 20 samples per
+aggregation). damond runs in this process through the in-process API: its own user-space
+sensing (``page_idle``), no CPU budget, and the sampler ``--sampler`` names (``auto``: the
+batch sampler, native where the C extension loaded; ``per-sample``: every sample on the event
+loop, as before batch sampling). ``--compare-per-sample`` runs damond both ways in one run.
 
 Measured, for each side:
 * boundary error: a workload whose one mapping is hot in its first part and cold in the rest;
@@ -19,7 +21,8 @@ Measured, for each side:
 * CPU time per second of monitoring: damond's whole process versus the kernel's kdamond thread.
 
 Prints one line per measure with both values and their ratio, ending with
-``cpu_ratio_vs_kernel=<number>``.
+``aggregations_ratio=<damond's aggregations / the kernel's in the same time>`` (below 1:
+damond fell behind) and ``cpu_ratio_vs_kernel=<number>``.
 """
 
 from __future__ import annotations
@@ -97,7 +100,8 @@ def _thread_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def damond_run(pid: int, attrs: AttrsSpec, seconds: float) -> tuple[list, float]:
+def damond_run(pid: int, attrs: AttrsSpec, seconds: float,
+               sampler: str = "auto") -> tuple[list, float]:
     """Monitor ``pid`` with damond (in this process) for ``seconds``; (snapshots, CPU s)."""
     snaps: list = []
 
@@ -108,7 +112,7 @@ def damond_run(pid: int, attrs: AttrsSpec, seconds: float) -> tuple[list, float]
     out = {}
 
     async def main() -> None:
-        async with api.session() as s:
+        async with api.session(sampler=sampler) as s:
             kd = await s.start(api.context("vaddr", attrs=attrs,
                                            targets=[api.target(pid=pid,
                                                                access_check="page_idle")]))
@@ -118,9 +122,12 @@ def damond_run(pid: int, attrs: AttrsSpec, seconds: float) -> tuple[list, float]
             r1 = resource.getrusage(resource.RUSAGE_SELF)
             out["cpu"] = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
             out["overruns"] = kd.stats.overruns
+            out["sampler"] = kd.status()["sampler"]["kind"]
             await kd.stop()
 
     trio.run(main)
+    print(f"damond ({sampler}): sampler {out['sampler']}, overruns {out['overruns']}",
+          flush=True)
     return snaps, out["cpu"]
 
 
@@ -138,7 +145,11 @@ def wss_error(snaps: list, size: int, max_nr: int) -> float:
 
 
 def measure(side: str, attrs: AttrsSpec, seconds: float, args) -> dict:
-    run = kernel_run if side == "kernel" else damond_run
+    def run(pid, attrs, seconds):
+        if side == "kernel":
+            return kernel_run(pid, attrs, seconds)
+        return damond_run(pid, attrs, seconds, side.removeprefix("damond-"))
+
     proc, info = start_workload("onemap", "--hot", args.hot, "--cold", args.cold)
     try:
         snaps, cpu = run(proc.pid, attrs, seconds)
@@ -173,25 +184,42 @@ def main() -> None:
     ap.add_argument("--alternate-ms", type=int, default=10_000,
                     help="how long each buffer is accessed in turn")
     ap.add_argument("--wss-seconds", type=float, default=30.0)
-    ap.add_argument("--sample-us", type=int, default=25_000,
-                    help="sampling interval for both sides (the guest is emulated: damond "
-                         "cannot keep 5 ms there); aggregation is 20 samples")
+    ap.add_argument("--sample-us", type=int, default=5_000,
+                    help="sampling interval for both sides (default: the kernel's 5 ms); "
+                         "aggregation is 20 samples")
+    ap.add_argument("--min-nr-regions", type=int, default=10)
+    ap.add_argument("--max-nr-regions", type=int, default=1000)
+    ap.add_argument("--sampler", choices=["auto", "per-sample"], default="auto")
+    ap.add_argument("--compare-per-sample", action="store_true",
+                    help="also run damond with --sampler per-sample (before batch sampling)")
     args = ap.parse_args()
     if not os.path.isdir(SYSFS) or not os.path.exists("/sys/kernel/mm/page_idle/bitmap"):
         print("versus_kernel: needs the kernel's DAMON sysfs interface and page_idle "
               "(run it inside the guest kernel)", file=sys.stderr)
         sys.exit(2)
     attrs = AttrsSpec(sample_us=args.sample_us, aggr_us=20 * args.sample_us,
-                      update_us=2_000_000)
+                      update_us=max(1_000_000, 200 * args.sample_us),
+                      min_nr_regions=args.min_nr_regions, max_nr_regions=args.max_nr_regions)
     kernel = measure("kernel", attrs, args.seconds, args)
-    damond = measure("damond", attrs, args.seconds, args)
+    sides = [f"damond-{args.sampler}"]
+    if args.compare_per_sample and args.sampler != "per-sample":
+        sides.insert(0, "damond-per-sample")
+    results = {side: measure(side, attrs, args.seconds, args) for side in sides}
     print(f"attributes: sample {attrs.sample_us} us, aggregation {attrs.aggr_us} us, "
-          f"{args.seconds:g} s per run; snapshots damond={damond['snapshots']} "
-          f"kernel={kernel['snapshots']}")
-    for key, label in (("boundary", "hot_boundary_error"), ("wss", "wss_estimate_error_p50"),
-                       ("cpu", "cpu_s_per_s")):
-        print(f"{label}: damond={damond[key]:.4f} kernel={kernel[key]:.4f} "
-              f"ratio={_ratio(damond[key], kernel[key]):.2f}")
+          f"regions {attrs.min_nr_regions}-{attrs.max_nr_regions}, {args.seconds:g} s per run; "
+          f"kernel snapshots={kernel['snapshots']}")
+    for side, damond in results.items():
+        print(f"[{side}] snapshots={damond['snapshots']}")
+        for key, label in (("boundary", "hot_boundary_error"),
+                           ("wss", "wss_estimate_error_p50"), ("cpu", "cpu_s_per_s")):
+            print(f"[{side}] {label}: damond={damond[key]:.4f} kernel={kernel[key]:.4f} "
+                  f"ratio={_ratio(damond[key], kernel[key]):.2f}")
+        if side != sides[-1]:
+            print(f"[{side}] aggregations_ratio="
+                  f"{_ratio(damond['snapshots'], kernel['snapshots']):.3f} "
+                  f"cpu_ratio_vs_kernel={_ratio(damond['cpu'], kernel['cpu']):.2f}")
+    damond = results[sides[-1]]
+    print(f"aggregations_ratio={_ratio(damond['snapshots'], kernel['snapshots']):.3f}")
     print(f"cpu_ratio_vs_kernel={_ratio(damond['cpu'], kernel['cpu']):.2f}")
 
 

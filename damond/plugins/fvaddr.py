@@ -67,3 +67,8 @@ def damon_ops_cleanup(ctx):
 @hookimpl
 def damon_ops_status(ctx):
     return vaddr.status(ctx)
+
+
+@hookimpl
+def damon_ops_sample_aggregation(ctx, nr_samples, interval_ns, first_deadline_ns, stop):
+    return vaddr.sample_aggregation(ctx, nr_samples, interval_ns, first_deadline_ns, stop)

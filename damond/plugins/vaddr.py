@@ -25,8 +25,9 @@ import structlog
 
 from damond.core.regions import Regions, align_down, align_up, set_regions
 from damond.errors import DamonError
-from damond.ops import access_check
+from damond.ops import access_check, page_walk
 from damond.ops.common import pick_sampling_addrs, scheme_scores
+from damond.ops.filters import UNSUPPORTED, memcg_inode
 from damond.ops.hookspecs import hookimpl
 from damond.ops.info import OpsInfo
 from damond.platform import madvise, numa
@@ -236,15 +237,23 @@ def validate_targets(ctx) -> None:
 
 def validate_ops_filters(ctx) -> None:
     """Linux 6.18's vaddr evaluates ops filters per folio for ``stat`` and the migrate actions
-    (``damos_va_filter_out()``) and ignores them for the madvise actions. damond's vaddr does
-    not evaluate them per page yet: where the kernel would, the scheme is refused (EINVAL)
-    rather than silently acting on unfiltered memory; where the kernel ignores them, so does
-    damond."""
+    (``damos_va_filter_out()``) and ignores them for the madvise actions; so does damond, page
+    by page through pagemap and kpageflags (``damond.ops.page_walk``). Refused (EINVAL) where
+    that cannot be done honestly: a ``young`` filter (``filters.UNSUPPORTED``), a memcg path
+    that names no cgroup, or a process without the privileges to see page frame numbers."""
     for i, s in enumerate(ctx.schemes):
-        if s.ops_filters and s.action in ("stat", "migrate_hot", "migrate_cold"):
-            raise DamonError("EINVAL", f"scheme {i}: vaddr {s.action} with ops filters "
-                             f"({', '.join(f.type for f in s.ops_filters)}): damond's vaddr "
-                             "does not filter pages; use paddr stat, or core filters")
+        if not s.ops_filters or s.action not in page_walk.FILTERED_ACTIONS:
+            continue
+        for f in s.ops_filters:
+            if f.type in UNSUPPORTED:
+                raise DamonError("EINVAL", f"scheme {i}: vaddr {s.action} with a {f.type} "
+                                 f"filter: {UNSUPPORTED[f.type]}")
+            if f.type == "memcg":
+                memcg_inode(f.memcg_path)
+        why = page_walk.unavailable()
+        if why is not None:
+            raise DamonError("EINVAL", f"scheme {i}: vaddr {s.action} with ops filters needs "
+                             f"each page's frame: {why}")
 
 
 def prepare_access_checks(ctx) -> None:
@@ -293,10 +302,13 @@ class _Gone:
         self.pid = pid
 
 
-def apply_scheme(ctx, actions) -> list[int]:
+def apply_scheme(ctx, actions) -> tuple[list[int], list[int]]:
     """Batch consecutive actions on the same process with the same advice into one
-    ``process_madvise`` call (up to IOV_MAX ranges), keeping the kernel's order."""
+    ``process_madvise`` call (up to IOV_MAX ranges), keeping the kernel's order. Answers the
+    bytes applied and the bytes that passed the ops filters (``stat`` only, as in 6.18)."""
     applied = [0] * len(actions)
+    passed = [0] * len(actions)
+    stats = page_walk.StatWalk()
     i = 0
     while i < len(actions):
         a = actions[i]
@@ -304,9 +316,12 @@ def apply_scheme(ctx, actions) -> list[int]:
         while (j < len(actions) and actions[j].target_index == a.target_index
                and actions[j].action == a.action):
             j += 1
-        _apply_batch(ctx, actions, i, j, applied)
+        if a.action == "stat":
+            _stat_batch(ctx, actions, i, j, passed, stats)
+        else:
+            _apply_batch(ctx, actions, i, j, applied)
         i = j
-    return applied
+    return applied, passed
 
 
 def _apply_batch(ctx, actions, i: int, j: int, applied: list[int]) -> None:
@@ -359,11 +374,21 @@ def migrate_nodes(scheme, addrs: np.ndarray, memory_nodes: list[int]) -> np.ndar
 
 def _migrate(ctx, a) -> int:
     """``migrate_hot``/``migrate_cold`` through ``move_pages(2)``: the bytes of the pages of
-    [start, end) now on their destination node (pages not present are not counted)."""
+    [start, end) now on their destination node (pages not present are not counted). With ops
+    filters only the pages of LRU folios that pass them are moved (``damos_va_migrate()``)."""
     proc = process_of(ctx.targets[a.target_index])
     if proc is None:
         return 0
-    addrs = np.arange(align_up(a.start, PAGE_SIZE), a.end, PAGE_SIZE, dtype=np.uint64)
+    filters = ctx.schemes[a.scheme_index].ops_filters
+    if filters:
+        try:
+            with page_walk.open_pagemap(proc.proc_dir) as pagemap:
+                addrs = page_walk.migratable(pagemap, filters, a.core_allowed, a.start, a.end)
+        except DamonError as e:
+            log.warning("page walk failed", pid=proc.pid, action=a.action, error=str(e))
+            return 0
+    else:
+        addrs = np.arange(align_up(a.start, PAGE_SIZE), a.end, PAGE_SIZE, dtype=np.uint64)
     nodes = migrate_nodes(ctx.schemes[a.scheme_index], addrs, numa.memory_nodes())
     if nodes is None or not len(addrs):
         return 0
@@ -373,6 +398,24 @@ def _migrate(ctx, a) -> int:
         log.warning("move_pages failed", pid=proc.pid, action=a.action, error=str(e))
         return 0
     return int((status == nodes).sum()) * PAGE_SIZE
+
+
+def _stat_batch(ctx, actions, i: int, j: int, passed: list[int],
+                stats: page_walk.StatWalk) -> None:
+    """``damos_va_stat()``: applies nothing; with ops filters, the bytes of the folios of each
+    region that pass them (``sz_filter_passed``)."""
+    proc = process_of(ctx.targets[actions[i].target_index])
+    if proc is None or not any(ctx.schemes[a.scheme_index].ops_filters for a in actions[i:j]):
+        return
+    try:
+        with page_walk.open_pagemap(proc.proc_dir) as pagemap:
+            for k in range(i, j):
+                a = actions[k]
+                passed[k] = stats.passed(pagemap, a.scheme_index,
+                                         ctx.schemes[a.scheme_index].ops_filters,
+                                         a.core_allowed, a.start, a.end)
+    except DamonError as e:
+        log.warning("page walk failed", pid=proc.pid, action="stat", error=str(e))
 
 
 def target_valid(ctx) -> list[bool]:
@@ -496,3 +539,18 @@ def damon_ops_cleanup(ctx):
 @hookimpl
 def damon_ops_status(ctx):
     return status(ctx)
+
+
+def sample_aggregation(ctx, nr_samples: int, interval_ns: int, first_deadline_ns: int,
+                       stop: bytearray):
+    """The batch sampler shared by vaddr and fvaddr (``damond.plugins.vaddr_batch``)."""
+    from damond.plugins import vaddr_batch  # imports the optional native sampler
+
+    procs = [process_of(t) for t in ctx.targets]
+    return vaddr_batch.sample(ctx, procs, _drop_process, nr_samples, interval_ns,
+                              first_deadline_ns, stop)
+
+
+@hookimpl
+def damon_ops_sample_aggregation(ctx, nr_samples, interval_ns, first_deadline_ns, stop):
+    return sample_aggregation(ctx, nr_samples, interval_ns, first_deadline_ns, stop)

@@ -1,0 +1,134 @@
+"""vaddr's batch sampler: a whole aggregation interval of samples per call, off the event loop.
+
+Two samplers, chosen per batch:
+
+- **native** (``damond.platform.idle_sampler`` with its C extension loaded): every target uses
+  the ``page_idle`` check; the C loop reads PFNs, marks idle, sleeps and checks for the whole
+  batch without the GIL, so the event loop and other kdamonds run meanwhile.
+- **python**: any other case (the ``smaps`` or ``soft_dirty`` check, no C extension): the
+  targets' own access-check backends run per sample in the worker thread
+  (``damond.ops.batch.run_batch``). Same results as the per-sample loop; the gain is that a
+  slow check no longer blocks the event loop, and one wake-up of the loop per batch.
+
+A target whose process exits during a batch is dropped (its later rows stay unaccessed) as
+the per-sample path drops it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable
+
+import numpy as np
+
+from damond.core.operations import SampledBatch
+from damond.errors import DamonError
+from damond.ops.batch import run_batch
+from damond.ops.common import sampling_addrs
+
+try:  # the native sampler is optional: without it (or its C part) the Python batch runs
+    from damond.platform import idle_sampler
+except ImportError as exc:  # pragma: no cover - only when the module itself is missing
+    idle_sampler = None
+    _NO_SAMPLER = f"damond.platform.idle_sampler unavailable: {exc}"
+else:
+    _NO_SAMPLER = ""
+
+KPAGEFLAGS = "/proc/kpageflags"
+
+
+def native_status() -> tuple[bool, str]:
+    """Whether the native page_idle sampler can run here, and why (not)."""
+    if idle_sampler is None:
+        return False, _NO_SAMPLER
+    return idle_sampler.KIND == "native", idle_sampler.WHY
+
+
+def sample(ctx, procs: list, drop: Callable[[object], None], nr_samples: int,
+           interval_ns: int, first_deadline_ns: int, stop: bytearray) -> SampledBatch:
+    """One batch over ``ctx``'s targets (``procs[i]``: target i's open process or None;
+    ``drop(target)`` marks a target whose process is gone)."""
+    live = [p for t, p in zip(ctx.targets, procs, strict=True) if p is not None and len(t.regions)]
+    if live and all(p.backend_name == "page_idle" for p in live) and native_status()[0]:
+        return _native(ctx, procs, drop, nr_samples, interval_ns, first_deadline_ns, stop)
+    return _python(ctx, procs, drop, nr_samples, interval_ns, first_deadline_ns, stop)
+
+
+def _python(ctx, procs, drop, nr_samples, interval_ns, first_deadline_ns, stop) -> SampledBatch:
+    targets = ctx.targets
+    addrs: list[np.ndarray | None] = [None] * len(targets)
+    gone = [p is None for p in procs]
+
+    def prepare() -> None:
+        for i, (t, p) in enumerate(zip(targets, procs, strict=True)):
+            if gone[i] or not len(t.regions):
+                continue
+            addrs[i] = sampling_addrs(t.regions, ctx.rng)
+            try:
+                p.backend.prepare(addrs[i])
+            except DamonError:
+                gone[i] = True
+                drop(t)
+
+    def check() -> list[np.ndarray]:
+        out = []
+        for i, (t, p) in enumerate(zip(targets, procs, strict=True)):
+            n = len(t.regions)
+            if gone[i] or not n:
+                out.append(np.zeros(n, dtype=bool))
+                continue
+            try:
+                out.append(p.backend.check(addrs[i]))
+            except DamonError:
+                gone[i] = True
+                drop(t)
+                out.append(np.zeros(n, dtype=bool))
+        return out
+
+    kinds = sorted({p.backend_name for p in procs if p is not None}) or ["none"]
+    return run_batch(prepare, check, [len(t.regions) for t in targets], nr_samples=nr_samples,
+                     interval_ns=interval_ns, first_deadline_ns=first_deadline_ns, stop=stop,
+                     kind=f"python ({', '.join(kinds)}; worker thread)")
+
+
+def _native(ctx, procs, drop, nr_samples, interval_ns, first_deadline_ns, stop) -> SampledBatch:
+    order = [i for i, (t, p) in enumerate(zip(ctx.targets, procs, strict=True))
+             if p is not None and len(t.regions)]
+    specs = []
+    for i in order:
+        t, p = ctx.targets[i], procs[i]
+        starts, ends = p.thp_areas()
+        specs.append(idle_sampler.SampleTarget(
+            pagemap_fd=p.backend.pagemap.fileno(), starts=t.regions.start,
+            ends=t.regions.end, thp_starts=starts, thp_ends=ends))
+    bitmap_fd = procs[order[0]].backend.bitmap.fileno()
+    seed = int(ctx.rng.integers(1, 1 << 63))
+    with _kpageflags() as kfd:
+        res = idle_sampler.sample_batch(
+            specs, bitmap_fd=bitmap_fd, kpageflags_fd=kfd,
+            zero_pfn=max(procs[order[0]].backend._zero_pfn, 0), nr_samples=nr_samples,
+            interval_ns=interval_ns, first_deadline_ns=first_deadline_ns, seed=seed,
+            stop=stop)
+    done = res.samples_done
+    accessed = [np.zeros((done, len(t.regions)), dtype=bool) for t in ctx.targets]
+    for j, i in enumerate(order):
+        accessed[i] = np.asarray(res.hits[j], dtype=bool)
+        if res.errors[j]:
+            drop(ctx.targets[i])
+    return SampledBatch(accessed=accessed, lateness_ns=np.asarray(res.lateness_ns),
+                        overruns=res.overruns, check_ns=0,
+                        kind=f"native (page_idle, {idle_sampler.KIND}; GIL released)")
+
+
+@contextlib.contextmanager
+def _kpageflags():
+    try:
+        fd = os.open(KPAGEFLAGS, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        fd = -1  # without it, pages in THP areas are checked at the sampled page itself
+    try:
+        yield fd
+    finally:
+        if fd >= 0:
+            os.close(fd)
