@@ -78,6 +78,8 @@ class KdamondStats:
     cpu_ns: int = 0  # CPU time of the kdamond's own work (thread CPU clock)
     busy_ns: int = 0  # wall time of the kdamond's own work
     wmark_waits: int = 0
+    #: samples a batch sampler coalesced because every target was idle (not woken for)
+    coalesced: int = 0
     lateness_s: deque = field(default_factory=lambda: deque(maxlen=LATENESS_WINDOW))
 
     def recent_lateness(self, last_n: int | None = None, *, skip: int = 0) -> np.ndarray:
@@ -411,6 +413,7 @@ class Kdamond:
         stats.lateness_s.extend((batch.lateness_ns / 1e9).tolist())
         stats.samples += done
         stats.overruns += batch.overruns
+        stats.coalesced += batch.coalesced
         self._w_samples += done
         if self._charges_target:
             self._w_target_ns += batch.check_ns
@@ -429,7 +432,8 @@ class Kdamond:
         if self.ctx.batch_sampling and self.ops.sample_aggregation is not None:
             return {"kind": self.sampler_kind or "batch (starting)",
                     "where": "a worker thread, one batch per aggregation interval",
-                    "why": "the operation set has a batch sampler"}
+                    "why": "the operation set has a batch sampler",
+                    "idle_coalesced_samples": self.stats.coalesced}
         why = (self._batch_off_why if self._batch_off_why
                else f"operation set {self.ctx.ops_name!r} has no batch sampler")
         return {"kind": "per-sample", "where": "the event loop", "why": why}

@@ -40,6 +40,20 @@ def update_access_rates(regions: Regions, accessed: np.ndarray, len_window: int)
     regions.nr_accesses += acc
 
 
+def update_access_rates_n(regions: Regions, counts: np.ndarray, nr_samples: int,
+                          len_window: int) -> None:
+    """``nr_samples`` samples of ``update_access_rates`` at once, ``counts`` being how many of
+    them found each region accessed. Exact: within an aggregation every sample subtracts the
+    same term (the last aggregation's count over the window), and the wrap to unsigned int is
+    arithmetic modulo 2**32, which commutes with the sums."""
+    bp = regions.nr_accesses_bp
+    bp -= nr_samples * ((regions.last_nr_accesses * 10000) // len_window)
+    counts = counts.astype(np.int64)
+    bp += counts * 10000
+    np.bitwise_and(bp, _UINT_MASK, out=bp)
+    regions.nr_accesses += counts
+
+
 def reset_aggregated(regions: Regions) -> int:
     """``kdamond_reset_aggregated()`` after the trace event was taken: fix a moving sum that
     drifted from ``nr_accesses * 10000`` (the kernel warns once and fixes it; windows that do

@@ -23,7 +23,12 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from damond.core.access import reset_aggregated, update_access_rates, window_length
+from damond.core.access import (
+    reset_aggregated,
+    update_access_rates,
+    update_access_rates_n,
+    window_length,
+)
 from damond.core.attrs import sample_interval
 from damond.core.context import Context
 from damond.core.intervals import tune_intervals
@@ -234,8 +239,8 @@ def _sample_batch(ctx: Context, next_aggregation_sis: int,
     batch = yield SampleBatch(ctx.ops.sample_aggregation, ctx, n)
     rows = batch.accessed
     done = batch.samples_done
-    for k in range(done - 1):
-        count_accesses(ctx, next_aggregation_sis, [r[k] for r in rows])
+    if done > 1:
+        count_samples(ctx, [r[:done - 1].sum(axis=0) for r in rows], done - 1)
     if not done:  # stopped before its first sample: nothing was found accessed
         return [np.zeros(len(t.regions), dtype=bool) for t in ctx.targets]
     return [r[done - 1] for r in rows]
@@ -309,6 +314,17 @@ def count_accesses(ctx: Context, next_aggregation_sis: int, accessed: list) -> b
     if aggregate:
         merge_all(ctx, max_nr // 10)
     return aggregate
+
+
+def count_samples(ctx: Context, counts: list[np.ndarray], nr_samples: int) -> None:
+    """Count ``nr_samples`` samples in which no aggregation ends at once: ``counts[i]`` says,
+    per region of target i, in how many of them it was found accessed. The same result as
+    ``count_accesses`` called once per sample."""
+    ctx.passed_sample_intervals += nr_samples
+    len_window = window_length(ctx.attrs)
+    for t, c in zip(ctx.targets, counts, strict=True):
+        if len(t.regions):
+            update_access_rates_n(t.regions, c, nr_samples, len_window)
 
 
 def merge_all(ctx: Context, threshold: int) -> None:

@@ -53,6 +53,9 @@ class SampledBatch:
     check_ns: int = 0
     #: Which sampler ran the batch ("native", "python", ...), for ``status``.
     kind: str = ""
+    #: Samples not taken one by one because every target was known idle (counted as done,
+    #: nothing accessed; the span's last sample checked the whole span).
+    coalesced: int = 0
 
     @property
     def samples_done(self) -> int:

@@ -19,39 +19,73 @@ import numpy as np
 
 from damond.core.operations import SampledBatch
 
+#: Longest single sleep of a coalesced span: how soon ``stop`` is noticed during one.
+MAX_SLEEP_NS = 200_000_000
+
 
 def run_batch(prepare: Callable[[], None], check: Callable[[], Sequence[np.ndarray]],
               nr_regions: Sequence[int], *, nr_samples: int, interval_ns: int,
-              first_deadline_ns: int, stop: bytearray, kind: str) -> SampledBatch:
+              first_deadline_ns: int, stop: bytearray, kind: str,
+              quiet: Callable[[], bool] | None = None) -> SampledBatch:
     """Run ``nr_samples`` samples: ``prepare()`` (pick addresses, clear accessed state), sleep
     to the sample's deadline, ``check()`` (one boolean array per target, ``nr_regions[i]``
     long). Ends early, after a whole sample, once ``stop[0]`` is set. The time spent inside
     ``prepare`` and ``check`` is reported as ``check_ns`` (what a perturbing check costs the
-    target as well)."""
+    target as well).
+
+    ``quiet()``, when given, answers after a check whether every target is known not to have
+    run since its bits were cleared (``damond.ops.access_check.IdleSkip``). Then the samples up
+    to the batch's last are coalesced: no wake-up, no clearing, nothing found accessed in them,
+    and the last sample's check covers the whole span (an access made anywhere in it is
+    counted once, in that last sample). A target waking up in the middle of an aggregation is
+    therefore counted from the next one on with per-sample precision; a quiet one costs one
+    wake-up per batch instead of one per sample.
+    """
     rows = [np.zeros((nr_samples, n), dtype=bool) for n in nr_regions]
     lateness = np.zeros(nr_samples, dtype=np.int64)
-    overruns = check_ns = done = 0
+    overruns = check_ns = done = coalesced = 0
     clock = time.monotonic_ns
     deadline = first_deadline_ns
-    for k in range(nr_samples):
-        if stop[0]:
-            break
+    k = 0
+    spanned = False  # this sample continues a coalesced span: the bits were not cleared again
+    while k < nr_samples and not stop[0]:
         t0 = clock()
-        prepare()
+        if not spanned:
+            prepare()
         now = clock()
         check_ns += now - t0
         if deadline < now:
             overruns += 1
             deadline = now + interval_ns
-        if deadline > now:
-            time.sleep((deadline - now) / 1e9)
+        if deadline > now and not _sleep_until(deadline, stop):
+            break
         woke = clock()
         lateness[k] = woke - deadline
         found = check()
         check_ns += clock() - woke
         for row, hits in zip(rows, found, strict=True):
             row[k] = hits
-        done += 1
+        k += 1
+        done = k
+        spanned = False
+        if quiet is not None and k < nr_samples - 1 and quiet():
+            skip = nr_samples - 1 - k
+            coalesced += skip
+            deadline += skip * interval_ns
+            k = done = nr_samples - 1  # rows and lateness of the span stay 0
+            spanned = True
         deadline += interval_ns
     return SampledBatch(accessed=[r[:done] for r in rows], lateness_ns=lateness[:done],
-                        overruns=overruns, check_ns=check_ns, kind=kind)
+                        overruns=overruns, check_ns=check_ns, kind=kind, coalesced=coalesced)
+
+
+def _sleep_until(deadline_ns: int, stop: bytearray) -> bool:
+    """Sleep to ``deadline_ns`` (``CLOCK_MONOTONIC``) in steps of at most ``MAX_SLEEP_NS``;
+    False when ``stop`` was set meanwhile."""
+    while True:
+        left = deadline_ns - time.monotonic_ns()
+        if left <= 0:
+            return True
+        time.sleep(min(left, MAX_SLEEP_NS) / 1e9)
+        if stop[0]:
+            return False

@@ -191,7 +191,7 @@ def open_process(pid: int, ops_args: dict, rng: np.random.Generator) -> ProcessT
     try:
         target.refresh_thp_areas()
         target.backend = access_check.open_backend(name, target.proc_dir, rng,
-                                                   target.thp_areas)
+                                                   target.thp_areas, pid)
     except BaseException:
         target.close()
         raise
@@ -441,9 +441,11 @@ def status(ctx) -> dict:
         if proc is None:
             targets.append({"pid": t.pid, "alive": False})
             continue
+        idle = getattr(proc.backend, "idle", None)
         targets.append({"pid": proc.pid, "alive": proc.alive(), "access_check": proc.backend_name,
                         "passed_over": proc.backend_why,
-                        "perturbs": access_check.PERTURBS[proc.backend_name]})
+                        "perturbs": access_check.PERTURBS[proc.backend_name],
+                        **({"idle_skipped_samples": idle.skipped} if idle else {})})
     return {"targets": targets, "nohugepage": "tried and counted, never applied (the kernel "
             "accepts MADV_NOHUGEPAGE only from the process itself)"}
 

@@ -86,10 +86,15 @@ def _python(ctx, procs, drop, nr_samples, interval_ns, first_deadline_ns, stop) 
                 out.append(np.zeros(n, dtype=bool))
         return out
 
+    def quiet() -> bool:
+        """Every live target's check knows its process has not run (``IdleSkip``)."""
+        idles = [getattr(p.backend, "idle", None) for i, p in enumerate(procs) if not gone[i]]
+        return bool(idles) and all(i is not None and i.quiet for i in idles)
+
     kinds = sorted({p.backend_name for p in procs if p is not None}) or ["none"]
     return run_batch(prepare, check, [len(t.regions) for t in targets], nr_samples=nr_samples,
                      interval_ns=interval_ns, first_deadline_ns=first_deadline_ns, stop=stop,
-                     kind=f"python ({', '.join(kinds)}; worker thread)")
+                     kind=f"python ({', '.join(kinds)}; worker thread)", quiet=quiet)
 
 
 def _native(ctx, procs, drop, nr_samples, interval_ns, first_deadline_ns, stop) -> SampledBatch:

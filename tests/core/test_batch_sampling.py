@@ -194,3 +194,31 @@ def test_run_batch_keeps_an_absolute_schedule_and_honours_stop():
     res = run_batch(lambda: None, lambda: [np.zeros(1, dtype=bool)], [1], nr_samples=2,
                     interval_ns=1_000_000, first_deadline_ns=1, stop=bytearray(1), kind="t")
     assert res.overruns == 1 and res.samples_done == 2
+
+
+def test_quiet_targets_coalesce_the_rest_of_the_batch_into_its_last_sample():
+    events: list[str] = []
+    state = {"quiet": True, "k": 0}
+
+    def prepare():
+        events.append("prepare")
+
+    def check():
+        events.append("check")
+        state["k"] += 1
+        return [np.array([state["k"] == 2])]  # the span's check finds the access
+
+    res = run_batch(prepare, check, [1], nr_samples=6, interval_ns=1_000_000,
+                    first_deadline_ns=0, stop=bytearray(1), kind="t",
+                    quiet=lambda: state["quiet"])
+    # sample 0 is taken; samples 1-4 are coalesced; sample 5 checks the span without clearing
+    assert events == ["prepare", "check", "check"]
+    assert res.samples_done == 6 and res.coalesced == 4
+    assert res.accessed[0][:, 0].tolist() == [False, False, False, False, False, True]
+    # a target that is not quiet is sampled one by one
+    events.clear()
+    state.update(quiet=False, k=0)
+    res = run_batch(prepare, check, [1], nr_samples=3, interval_ns=1_000_000,
+                    first_deadline_ns=0, stop=bytearray(1), kind="t",
+                    quiet=lambda: state["quiet"])
+    assert events == ["prepare", "check"] * 3 and res.coalesced == 0

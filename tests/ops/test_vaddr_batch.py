@@ -102,3 +102,20 @@ async def test_the_event_loop_stays_free_during_a_batch():
     assert status["sampler"]["kind"].startswith("python")
     # 1.5 s of 10 ms sleeps: well over a hundred turns of the loop unless something blocked it
     assert ticks > 75, ticks
+
+
+async def test_an_idle_process_costs_one_wake_up_per_batch():
+    proc = await trio.lowlevel.open_process(["sleep", "30"])
+    try:
+        status, events = await _run(proc.pid, 2.0, sampler="auto", attrs=AttrsSpec())
+    finally:
+        proc.kill()
+        await proc.wait()
+    target = status["ops_status"]["targets"][0]
+    assert target["access_check"] == "smaps"
+    # every sample was either skipped (the process did not run) or coalesced into a span
+    assert status["sampler"]["idle_coalesced_samples"] > status["samples"] // 2
+    assert target["idle_skipped_samples"] >= status["aggregations"] - 1
+    # samples keep the configured pace and nothing is found accessed
+    assert status["samples"] >= 20 * (status["aggregations"] - 1)
+    assert all(max(ev.targets[0].nr_accesses) == 0 for ev in events)
