@@ -123,7 +123,8 @@ def _native(ctx, procs, drop, nr_samples, interval_ns, first_deadline_ns, stop) 
             drop(ctx.targets[i])
     return SampledBatch(accessed=accessed, lateness_ns=np.asarray(res.lateness_ns),
                         overruns=res.overruns, check_ns=0,
-                        kind=f"native (page_idle, {idle_sampler.KIND}; GIL released)")
+                        kind=f"native (page_idle; check reads by {res.check_reads}; "
+                             "GIL released)")
 
 
 @contextlib.contextmanager
