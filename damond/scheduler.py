@@ -187,6 +187,10 @@ class Kdamond:
         req = _Request(fn)
         self._requests.append(req)
         self._wakeup.set()
+        if self._batch_stop is not None:
+            # a batch ends after its current sample, so that requests are served between two
+            # samples, as the kernel's kdamond_call() serves them, not at the batch's end
+            self._batch_stop[0] = 1
         await req.done.wait()
         if req.error is not None:
             raise req.error

@@ -231,10 +231,11 @@ def _sample_batch(ctx: Context, next_aggregation_sis: int,
     loop only counts: no aggregation, update or apply pass falls inside a batch), and return
     the last sample's checks for the rest of the pass.
 
-    What users can observe differs from the per-sample loop in one way only: requests (a
-    ``commit``, a stats update, a tried-regions walk) and watermark checks wait for the end of
-    the batch instead of the next sample, which is at most one aggregation interval later: the
-    earliest point where the kernel's loop shows their effect in aggregated results too."""
+    A driver ends a batch early (after a whole sample) when a user request arrives, so requests
+    are still served between two samples; the next pass samples the rest of the interval in a
+    new batch. What users can observe differs from the per-sample loop in one way only:
+    watermark checks happen once per batch instead of once per sample (at most one aggregation
+    interval later)."""
     n = batch_length(ctx, next_aggregation_sis, next_ops_update_sis)
     batch = yield SampleBatch(ctx.ops.sample_aggregation, ctx, n)
     rows = batch.accessed

@@ -119,3 +119,24 @@ async def test_an_idle_process_costs_one_wake_up_per_batch():
     # samples keep the configured pace and nothing is found accessed
     assert status["samples"] >= 20 * (status["aggregations"] - 1)
     assert all(max(ev.targets[0].nr_accesses) == 0 for ev in events)
+
+
+async def test_requests_are_served_between_samples_not_at_the_batch_end():
+    # one batch is 20 samples of 200 ms (4 s); a request must not wait for its end
+    attrs = AttrsSpec(sample_us=200_000, aggr_us=4_000_000, update_us=8_000_000)
+    with workload("hotcold", "--hot", "16M", "--cold", "64M") as (proc, _info):
+        ctx = api.context("vaddr", attrs=attrs, targets=[api.target(pid=proc.pid)])
+        async with api.session(seed=3) as s:
+            kd = await s.start(ctx)
+            await trio.sleep(0.5)
+            waits = []
+            for _ in range(3):
+                t0 = time.monotonic()
+                passed = await kd.call(lambda c: c.passed_sample_intervals)
+                waits.append(time.monotonic() - t0)
+                await trio.sleep(0.3)
+            aggregations = kd.stats.aggregations
+            await kd.stop()
+    # each served within about one sampling interval, well before the 4 s batch would end
+    assert max(waits) < 1.5, waits
+    assert 0 < passed < 20 and aggregations == 0

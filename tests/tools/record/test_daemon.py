@@ -104,7 +104,13 @@ def test_recording_ends_when_the_kdamond_stops(start_damond, tmp_path):  # noqa:
         out = tmp_path / "stopped.data"
         proc = subprocess.Popen([sys.executable, "-m", "damond.tools.record", "--socket", d.path,
                                  "-o", str(out)], stderr=subprocess.PIPE, text=True)
-        time.sleep(1.5)
+        # the recorder subscribed once its first flush created the file (a loaded machine may
+        # take seconds to start a Python process): then let it record a while
+        deadline = time.monotonic() + 30
+        while not (out.exists() and out.stat().st_size) and time.monotonic() < deadline:
+            assert proc.poll() is None, proc.stderr.read()
+            time.sleep(0.1)
+        time.sleep(1.0)
         c.ok("echo off > kdamonds/0/state")
         _, err = proc.communicate(timeout=10)
     assert proc.returncode == 0, err
