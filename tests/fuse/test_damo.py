@@ -118,6 +118,35 @@ def test_damo_report_access_reads_live_snapshots(daemon, env, workload):
     assert re.search(r"access [1-9][0-9,]* hz", out.stdout), out.stdout
 
 
+def test_damo_record_snapshots_through_tried_regions(daemon, env, workload, tmp_path):
+    """``damo record --snapshot DELAY COUNT --do_record access`` takes its access data from
+    ``tried_regions`` snapshots (``update_schemes_tried_regions``), never from the tracepoint:
+    with a tracer merely present on PATH (damo insists on finding one, but runs it only for
+    the tracepoint and cpu_profile modes) it records damond's monitoring of the workload."""
+    if not (shutil.which("perf", path=env["PATH"]) or shutil.which("trace-cmd", path=env["PATH"])):
+        pytest.skip("damo record insists on perf or trace-cmd on PATH (quickstart test "
+                    "installs trace-cmd)")
+    out_file = tmp_path / "rec.data"
+    pid = workload["pid"]
+    out = damo_exec(daemon, env, f"""
+        set -e
+        damo record {pid} --snapshot 1s 2 --do_record access -o {out_file}
+        echo "nr_kdamonds=$(cat {ADMIN}/nr_kdamonds)"
+        damo report access -i {out_file}
+    """)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out_file.exists()
+    assert not (tmp_path / "rec.data.profile").exists()  # no profiler ran
+    # damo took the kdamond it set up away again, as it found the tree
+    assert "nr_kdamonds=0\n" in out.stdout, out.stdout
+    # two snapshots, each with the workload's hot mapping seen accessed
+    snapshots = out.stdout.split("recorded for")[1:]
+    assert len(snapshots) == 2, out.stdout
+    for snap in snapshots:
+        assert "total size:" in snap, snap
+        assert re.search(r"access [1-9][0-9,]* hz", snap), snap
+
+
 def test_damo_record_needs_perf_or_trace_cmd(daemon, env, workload, tmp_path):
     """damo 3.4.3's record checks for perf or trace-cmd before anything else, even in its
     --snapshot mode (which reads tried_regions, not the tracepoint): without them it stops."""
