@@ -58,7 +58,7 @@ def measure(size: int, seconds: float, backend: str) -> dict:
             out["samples_per_s"] = (kd.stats.samples - s0) / seconds
             out["overruns"] = kd.stats.overruns - o0
             out["regions"] = kd.ctx.nr_regions()
-            out["sampler"] = kd.status()["sampler"]["kind"]
+            out["sampler"] = kd.status()["sampler"]["detail"]
             await kd.stop()
 
     try:

@@ -122,7 +122,7 @@ def damond_run(pid: int, attrs: AttrsSpec, seconds: float,
             r1 = resource.getrusage(resource.RUSAGE_SELF)
             out["cpu"] = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
             out["overruns"] = kd.stats.overruns
-            out["sampler"] = kd.status()["sampler"]["kind"]
+            out["sampler"] = kd.status()["sampler"]["detail"]
             await kd.stop()
 
     trio.run(main)

@@ -434,13 +434,14 @@ class Kdamond:
     def sampler_status(self) -> dict[str, str]:
         """Which sampler runs this kdamond's samples, and why not a better one."""
         if self.ctx.batch_sampling and self.ops.sample_aggregation is not None:
-            return {"kind": self.sampler_kind or "batch (starting)",
-                    "where": "a worker thread, one batch per aggregation interval",
-                    "why": "the operation set has a batch sampler",
+            detail = self.sampler_kind or "batch (starting)"
+            return {"kind": detail.split(" ", 1)[0], "detail": detail,
+                    "where": "worker-thread", "why": "the operation set has a batch sampler; "
+                    "one batch per aggregation interval, ended early by requests",
                     "idle_coalesced_samples": self.stats.coalesced}
         why = (self._batch_off_why if self._batch_off_why
                else f"operation set {self.ctx.ops_name!r} has no batch sampler")
-        return {"kind": "per-sample", "where": "the event loop", "why": why}
+        return {"kind": "per-sample", "detail": "per-sample", "where": "event-loop", "why": why}
 
     # -- the monitoring budget ------------------------------------------------------------
 

@@ -170,7 +170,8 @@ def _render_budget(fam: _Families, label: str, kd: Kdamond) -> None:
     if getattr(kd, "sampler_status", None) is not None:
         sm = kd.sampler_status()
         fam("damond_kdamond_sampler_info", "gauge",
-            "Which sampler runs the kdamond's samples (native, python or per-sample) and where")(
+            "Which sampler runs the kdamond's samples (native, python or per-sample) and where "
+            "(worker-thread or event-loop)")(
             1, kdamond=label, kind=sm["kind"], where=sm["where"])
 
 

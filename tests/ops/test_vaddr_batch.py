@@ -50,8 +50,8 @@ async def test_batches_sample_a_real_process_in_a_worker_thread():
     with workload("hotcold", "--hot", "16M", "--cold", "64M") as (proc, info):
         status, events = await _run(proc.pid, 2.5, sampler="auto")
     sampler = status["sampler"]
-    assert sampler["kind"].startswith("python (smaps"), sampler
-    assert sampler["where"].startswith("a worker thread")
+    assert sampler["kind"] == "python" and sampler["where"] == "worker-thread", sampler
+    assert sampler["detail"].startswith("python (smaps"), sampler
     # whole aggregations of 10 samples each, with their lateness recorded per sample
     assert status["aggregations"] >= 5
     assert status["samples"] >= 10 * (status["aggregations"] - 1)
