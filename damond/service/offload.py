@@ -9,6 +9,14 @@ tracepoint, read in a tracefs instance of damond's own and turned back into the 
 :class:`~damond.core.events.AggregationEvent`, so ``trace``, records, reports and metrics work
 unchanged.
 
+What it costs (measured in the guest, Linux 6.12 under emulation, issue 10): reading and
+parsing every event line in Python cost damond more than twice the CPU the kernel's kdamond
+spent monitoring. So the tracepoint is on only while someone subscribes to the kdamond's
+aggregations (``trace``, a record, a live report); the event lines are read in blocks when
+``trace_pipe`` polls readable and parsed in bulk (numpy); and the kdamond's end is learnt
+from its thread's pidfd. An offloaded kdamond nobody subscribes to costs damond no wakeup at
+all; ``status`` says whether its events are read (``events``).
+
 Coexistence rules (why each exists):
 
 * damond creates kernel kdamonds only in a tree that is empty or holds only kdamonds damond
@@ -30,7 +38,6 @@ import glob
 import json
 import os
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -55,7 +62,7 @@ from damond.core.spec import (
 )
 from damond.errors import DamonError
 from damond.interfaces.scheme_stats import SCHEME_STATS
-from damond.interfaces.tracepoint import parse_line
+from damond.interfaces.tracepoint import TracepointColumns, empty_columns, parse_block
 from damond.platform import kernel_damon
 from damond.platform.kernel_damon import KernelDamonTree, TraceInstance
 from damond.scheduler import KdamondStats
@@ -67,8 +74,13 @@ log = structlog.get_logger("damond.service.offload")
 
 MODES = ("auto", "never")
 STATE_DIR = "/run/damond"
-#: how often the trace pipe is drained at most (an aggregation waits up to this long)
-MAX_POLL_S = 0.5
+#: how often the kernel's ``state`` and ``pid`` are read to learn that its kdamond stopped,
+#: only where the kernel has no pidfd (Linux < 5.3); with one, damond waits in ``poll()``
+LIVENESS_POLL_S = 1.0
+#: after ``trace_pipe`` turns readable (at an aggregation's first event), how long damond lets
+#: the kernel finish emitting that aggregation before reading: one read per aggregation
+#: instead of one per few events (capped at a quarter of the aggregation interval)
+SETTLE_S = 0.02
 #: operation sets that take a process as target (``pid_target``)
 PROCESS_OPS = ("vaddr", "fvaddr")
 
@@ -212,56 +224,102 @@ class KernelTraceGrouper:
 
     tracefs stamps every event with its own time (the regions of one aggregation differ by
     microseconds), so aggregations are told apart by counting, as the kernel emits them: per
-    target in index order, ``nr_regions`` consecutive events. An aggregation is complete when
-    the last target's snapshot is; a line that does not continue the expected sequence (events
-    lost to a full buffer) drops the aggregation in progress.
+    target in index order, ``nr_regions`` consecutive events, all in one burst (the kernel
+    emits an aggregation's events in one loop without sleeping; bursts are ``aggr_us`` apart).
+    An aggregation is complete when the last target's snapshot is. Events that do not continue
+    the expected sequence (lost to a full buffer) drop the aggregation in progress
+    (``dropped``); reading resumes at the next burst, which starts after a pause of more than
+    half an aggregation interval. Blocks are parsed in bulk (:func:`parse_block`); the
+    partial aggregation at a block's end waits for the next block. A burst cut by enabling
+    the tracepoint in its middle is skipped without counting as dropped.
     """
 
     def __init__(self, nr_targets: int, sample_us: int, aggr_us: int) -> None:
         self.nr_targets = nr_targets
         self.sample_us, self.aggr_us = sample_us, aggr_us
         self.dropped = 0
-        self._rows: list[tuple[int, list[tuple[int, int, int, int]]]] = []
-        self._end_ns: int | None = None
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget everything read (the tracepoint was off: the next line may be anywhere)."""
+        self._pend = empty_columns()
+        self._prev_time: int | None = None  # of the row just before ``_pend``
         self._previous_end_ns: int | None = None
+        self._synced = False
 
     def feed(self, line: str) -> AggregationEvent | None:
-        ev = parse_line(line)
-        if ev is None:
-            return None
-        rows = self._rows
-        in_target = rows and rows[-1][0] == ev.target_id and len(rows[-1][1]) < ev.nr_regions
-        if not in_target:
-            expected = rows[-1][0] + 1 if rows else 0
-            if ev.target_id != expected:
-                if rows:
-                    self.dropped += 1
-                self._rows = rows = []
-                if ev.target_id != 0:
-                    return None
-            rows.append((ev.target_id, []))
-            if ev.target_id == 0:
-                self._end_ns = ev.time_ns
-        rows[-1][1].append((ev.start, ev.end, ev.nr_accesses, ev.age or 0))
-        if rows[-1][0] == self.nr_targets - 1 and len(rows[-1][1]) == ev.nr_regions:
-            return self._finish()
-        return None
+        """One line; the aggregation it completed, if any."""
+        done = self.feed_block(line if line.endswith("\n") else line + "\n")
+        return done[-1] if done else None
 
-    def _finish(self) -> AggregationEvent:
-        end_ns = self._end_ns or 0
+    def feed_block(self, text: str) -> list[AggregationEvent]:
+        """Complete lines from ``trace_pipe``; the aggregations they completed, in order."""
+        new = parse_block(text, missing_age=0)
+        if not len(new):
+            return []
+        cols = TracepointColumns.concat(self._pend, new) if len(self._pend) else new
+        n = len(cols)
+        time_ns = cols.time_ns
+        gap = np.empty(n, dtype=bool)
+        gap[0] = self._prev_time is None or time_ns[0] - self._prev_time > self.aggr_us * 500
+        gap[1:] = np.diff(time_ns) > self.aggr_us * 500
+        out: list[AggregationEvent] = []
+        i = 0
+        while i < n:
+            verdict, j = self._match(cols, gap, i, n)
+            if verdict == "done":
+                out.append(self._event(cols, i, j))
+                self._synced = True
+                i = j
+                continue
+            if verdict == "more":
+                if i:
+                    self._prev_time = int(time_ns[i - 1])
+                self._pend = cols.slice(i)
+                return out
+            if self._synced:
+                self.dropped += 1
+            starts = np.flatnonzero(gap[i + 1:] & (cols.target_id[i + 1:] == 0))
+            i = i + 1 + int(starts[0]) if len(starts) else n
+        self._prev_time = int(time_ns[-1])
+        self._pend = empty_columns()
+        return out
+
+    def _match(self, cols: TracepointColumns, gap: np.ndarray, i: int, n: int
+               ) -> tuple[str, int]:
+        """Whether the rows from ``i`` are one complete aggregation ("done", its end), its
+        valid beginning ("more") or not an aggregation ("bad")."""
+        k, target = i, 0
+        while True:
+            if k >= n:
+                return "more", n
+            nr = int(cols.nr_regions[k])
+            if int(cols.target_id[k]) != target or nr < 1 or (k > i and gap[k]):
+                return "bad", k
+            e = min(k + nr, n)
+            if (np.any(cols.target_id[k:e] != target) or np.any(cols.nr_regions[k:e] != nr)
+                    or np.any(gap[k + 1:e])):
+                return "bad", k
+            if k + nr > n:
+                return "more", n
+            k, target = k + nr, target + 1
+            if target == self.nr_targets:
+                return "done", k
+
+    def _event(self, cols: TracepointColumns, i: int, j: int) -> AggregationEvent:
+        end_ns = int(cols.time_ns[i])
         aggr_ns = self.aggr_us * 1000
         start_ns = self._previous_end_ns
         if start_ns is None or not 0 < end_ns - start_ns <= 1.5 * aggr_ns:
             start_ns = end_ns - aggr_ns
         self._previous_end_ns = end_ns
         targets = []
-        for tid, rows in self._rows:
-            start, end, nr, age = zip(*rows, strict=True)
-            targets.append(TargetSnapshot(tid, np.array(start, dtype=np.uint64),
-                                          np.array(end, dtype=np.uint64),
-                                          np.array(nr, dtype=np.int64),
-                                          np.array(age, dtype=np.int64)))
-        self._rows = []
+        k = i
+        for tid in range(self.nr_targets):
+            e = k + int(cols.nr_regions[k])
+            targets.append(TargetSnapshot(tid, cols.start[k:e].copy(), cols.end[k:e].copy(),
+                                          cols.nr_accesses[k:e].copy(), cols.age[k:e].copy()))
+            k = e
         return AggregationEvent(0, 0, start_ns, end_ns, self.sample_us, self.aggr_us,
                                 tuple(targets))
 
@@ -568,7 +626,12 @@ class OffloadedKdamond:
                                            spec.attrs.aggr_us)
         self._cpu0_ns = 0
         self.kernel_cpu_ns = 0
-        self.pending: deque[AggregationEvent] = deque()
+        #: whether the kernel's tracepoint is on in damond's instance (only while subscribed)
+        self.events_on = False
+        self.events_why = "no subscriber yet"
+        self.event_reads = 0  # trace_pipe drains (each after a poll said readable)
+        self._subscribed = trio.Event()
+        self._wait_scope: trio.CancelScope | None = None
 
     @property
     def ops(self):
@@ -591,8 +654,7 @@ class OffloadedKdamond:
                 inst.remove()
             m.note_instance(inst.name, True)
             self._instance = inst
-            inst.create()
-            inst.enable([self.pid])
+            inst.create()  # the event stays off until someone subscribes
         except (OSError, DamonError, Unavailable) as e:
             self.kernel_stop()
             if isinstance(e, Unavailable):
@@ -675,41 +737,122 @@ class OffloadedKdamond:
         await self.finished.wait()
 
     def subscribe(self, fn: Callable[[AggregationEvent], None]) -> Callable[[], None]:
+        """Receive every aggregation (``Kdamond.subscribe``). The first subscriber turns the
+        kernel's tracepoint on in damond's instance, the last one leaving turns it off:
+        reading and parsing the kernel's events costs damond far more CPU than the kernel's
+        kdamond spends monitoring, so nobody pays for events nobody reads."""
         self.subscribers.append(fn)
+        self._subscribed.set()
 
         def unsubscribe() -> None:
             if fn in self.subscribers:
                 self.subscribers.remove(fn)
+            self._wake_if_unsubscribed()
 
         return unsubscribe
+
+    def _wake_if_unsubscribed(self) -> None:
+        if not self.subscribers and self._wait_scope is not None:
+            self._wait_scope.cancel()
 
     # -- the mirror loop -------------------------------------------------------------------
 
     async def run(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
-        """Relay the kernel's events until stopped or the kernel's kdamond ends."""
+        """Relay the kernel's events while someone subscribes, until stopped or the kernel's
+        kdamond ends. The task waits in the kernel for the kdamond thread's exit (a pidfd)
+        and, while subscribed, for events (``trace_pipe``); the one timer is the short settle
+        after an aggregation's first event, while subscribed."""
         self.running = True
-        poll_s = min(self.spec.attrs.aggr_us / 1e6, MAX_POLL_S)
         try:
             with self._cancel_scope:
                 task_status.started(self)
-                while True:
-                    await trio.sleep(poll_s)
-                    self._drain()
-                    if not self._kernel_alive():
-                        self.stop_reason = self.stop_reason or (
-                            "the kernel's kdamond stopped (every target is gone)")
-                        break
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._relay)
+                    await self._wait_kernel_exit()
+                    nursery.cancel_scope.cancel()
+                self.stop_reason = self.stop_reason or (
+                    "the kernel's kdamond stopped (every target is gone)")
         finally:
             self.running = False
             with trio.CancelScope(shield=True):
                 with contextlib.suppress(Exception):
-                    self._drain()
+                    if self.events_on:
+                        self._drain()
                 self._account_kernel_cpu()
                 await trio.to_thread.run_sync(self.kernel_stop)
+                self.events_on = False
                 self.pid = -1
                 self._scheduler._forget(self)
                 self.finished.set()
             log.info("offloaded kdamond stopped", kdamond=self.index, reason=self.stop_reason)
+
+    async def _wait_kernel_exit(self) -> None:
+        """Return once the kernel's kdamond thread has exited (someone turned it off, or its
+        targets are gone)."""
+        try:
+            fd = kernel_damon.open_pidfd(self.pid)
+        except ProcessLookupError:
+            return  # the thread is already gone
+        except OSError as e:
+            log.warning("no pidfd for the kernel's kdamond: polling its state", error=str(e))
+            fd = None
+        if fd is not None:
+            try:
+                await trio.lowlevel.wait_readable(fd)
+            finally:
+                os.close(fd)
+            return
+        while self._kernel_alive():
+            await trio.sleep(LIVENESS_POLL_S)
+
+    async def _relay(self) -> None:
+        """While anyone subscribes: the tracepoint on, events read as they come."""
+        while True:
+            while not self.subscribers:
+                self._subscribed = trio.Event()
+                await self._subscribed.wait()
+            inst = self._instance
+            if inst is None:
+                return
+            try:
+                await trio.to_thread.run_sync(self._events_switch, True)
+            except OSError as e:
+                self.events_why = f"the kernel's tracepoint could not be turned on ({e})"
+                log.warning("damon_aggregated could not be enabled", kdamond=self.index,
+                            error=str(e))
+                return
+            try:
+                fd = inst.pipe_fd()
+                settle = min(SETTLE_S, self.spec.attrs.aggr_us / 4e6)
+                while self.subscribers:
+                    with trio.CancelScope() as self._wait_scope:
+                        await trio.lowlevel.wait_readable(fd)
+                        await trio.sleep(settle)
+                    self._wait_scope = None
+                    self._drain()
+            finally:
+                self._wait_scope = None
+                with trio.CancelScope(shield=True), contextlib.suppress(OSError):
+                    await trio.to_thread.run_sync(self._events_switch, False)
+
+    def _events_switch(self, on: bool) -> None:
+        """Turn the tracepoint on (an empty buffer, the grouper reset: the first events may
+        be the middle of an aggregation) or off (the unread rest discarded, the pipe closed)."""
+        inst = self._instance
+        if inst is None:
+            return
+        if on:
+            inst.clear()
+            self._grouper.reset()
+            inst.enable([self.pid])
+            self.events_on = True
+            self.events_why = ""
+            return
+        self.events_on = False
+        self.events_why = "no subscriber since the last one left"
+        inst.disable()
+        inst.close_pipe()
+        inst.clear()
 
     def _account_kernel_cpu(self) -> None:
         if self.pid > 0:
@@ -723,15 +866,14 @@ class OffloadedKdamond:
             return
         c0, w0 = time.thread_time_ns(), time.perf_counter_ns()
         try:
-            lines = list(inst.read_available())
+            block = inst.read_block()
         except OSError as e:
             log.warning("trace_pipe read failed", kdamond=self.index, error=str(e))
             return
-        for line in lines:
-            ev = self._grouper.feed(line)
-            if ev is not None:
+        self.event_reads += 1
+        if block:
+            for ev in self._grouper.feed_block(block.decode(errors="replace")):
                 self._emit(ev)
-        self._account_kernel_cpu()
         self.stats.cpu_ns += time.thread_time_ns() - c0
         self.stats.busy_ns += time.perf_counter_ns() - w0
 
@@ -750,9 +892,21 @@ class OffloadedKdamond:
             except Exception:  # a subscriber's bug must not stop relaying
                 log.exception("aggregation subscriber failed", kdamond=self.index)
                 self.subscribers.remove(fn)
+                self._wake_if_unsubscribed()
+
+    def events_status(self) -> str:
+        """What ``status`` says about the kernel's events (``events``)."""
+        if self.events_on:
+            return (f"relayed to {len(self.subscribers)} subscriber(s): the kernel's "
+                    "damon_aggregated tracepoint is on in damond's tracefs instance")
+        return (f"not read ({self.events_why}): the kernel's tracepoint is off until a "
+                "trace, record or live report subscribes; aggregations and nr_regions count "
+                "only what was read")
 
     def status(self) -> dict[str, Any]:
         s = self.stats
+        if self.running:
+            self._account_kernel_cpu()
         return {
             "kdamond": self.index, "state": "on" if self.running else "off",
             "ops": self.spec.ops, "runs": "kernel",
@@ -762,5 +916,6 @@ class OffloadedKdamond:
             "aggregations": s.aggregations, "cpu_s": s.cpu_ns / 1e9,
             "kernel_cpu_s": self.kernel_cpu_ns / 1e9,
             "kernel_kdamond": self.slot, "kernel_pid": self.pid,
-            "trace_dropped": self._grouper.dropped,
+            "trace_dropped": self._grouper.dropped, "event_reads": self.event_reads,
+            "events": self.events_status(),
         }

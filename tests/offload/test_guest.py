@@ -44,12 +44,30 @@ def _instances() -> list[str]:
                   if n.startswith("damond-"))
 
 
-def _trace(c, n: int) -> list[str]:
+def _trace(c, n: int, while_streaming=None) -> list[str]:
     c.send(f"trace {n}\n")
     assert c.readline() == "OK"
-    lines = [c.readline() for _ in range(n)]
+    lines = [c.readline()]
+    if while_streaming is not None:
+        while_streaming()
+    lines += [c.readline() for _ in range(n - 1)]
     assert c.readline() == "OK"
     return lines
+
+
+def _event_enable(daemon_pid: int) -> str:
+    """The ``damon_aggregated`` enable file of damond's tracefs instance for kernel slot 0."""
+    root = kernel_damon.find_tracefs()
+    with open(os.path.join(root, "instances", f"damond-{daemon_pid}-k0",
+                           kernel_damon.EVENT_DIR, "enable")) as f:
+        return f.read().strip()
+
+
+def _wait_for(what: str, cond, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.5)
 
 
 def _hot_cold(lines: list[str], info: dict) -> tuple[float, float]:
@@ -77,7 +95,7 @@ def test_offloaded_hot_cold_pageout_stats_trace_and_clean_stops(start_damond):
         with workload("hotcold", "--hot", "8M", "--cold", "48M") as (proc, info):
             d = start_damond("--offload", "auto")
             (c0, c1) = info["ranges"]["cold"]
-            with d.conn() as c:
+            with d.conn() as c, d.conn() as c2:
                 setup_context(c, "vaddr", proc.pid)
                 c.ok("echo on > kdamonds/0/state")
                 st = status_of(c, 0)
@@ -85,9 +103,21 @@ def test_offloaded_hot_cold_pageout_stats_trace_and_clean_stops(start_damond):
                 assert TREE.nr_kdamonds() == 1 and TREE.state(0) == "on"
                 assert c.value("kdamonds/0/pid") == str(TREE.pid(0)) == st["kernel_pid"]
                 assert _instances() == [f"damond-{d.proc.pid}-k0"]
-                # the kernel's events, through damond's trace: hot above cold
-                hot, cold = _hot_cold(_trace(c, 300), info)
+                # nobody subscribes yet: the kernel's tracepoint is off in damond's instance
+                assert _event_enable(d.proc.pid) == "0", st
+                assert st["events"].startswith("not read (no subscriber yet)"), st
+                # the kernel's events, through damond's trace: hot above cold; the tracepoint
+                # is on while the trace client reads, off again once it has left
+                seen = []
+                lines = _trace(c, 300, lambda: seen.append(
+                    (_event_enable(d.proc.pid), status_of(c2, 0)["events"])))
+                assert seen[0][0] == "1" and seen[0][1].startswith("relayed to 1 "), seen
+                hot, cold = _hot_cold(lines, info)
                 assert hot > 3 * max(cold, 0.5), (hot, cold)
+                _wait_for("the tracepoint stays on without subscribers",
+                          lambda: _event_enable(d.proc.pid) == "0", 30)
+                assert status_of(c, 0)["events"].startswith(
+                    "not read (no subscriber since the last one left)")
                 # a pageout scheme, committed online to the kernel, shrinks the cold mapping
                 cold_before = resident_pages(proc.pid, c0, c1) * PAGE
                 c.ok(f"echo 1 > {S}/nr_schemes")
@@ -107,6 +137,14 @@ def test_offloaded_hot_cold_pageout_stats_trace_and_clean_stops(start_damond):
                 assert mine == kernel and mine[3] > 0, (mine, kernel)
                 # off: the kernel's tree as found
                 c.ok("echo off > kdamonds/0/state")
+                assert TREE.nr_kdamonds() == 0 and _instances() == []
+                # on again; the kernel's kdamond turned off behind damond's back: damond
+                # learns it from the thread's exit (a pidfd), gives the kernel's tree back
+                c.ok("echo on > kdamonds/0/state")
+                assert status_of(c, 0)["runs"] == "kernel"
+                TREE.write("0/state", "off")
+                _wait_for("damond did not notice its kernel kdamond stopped", lambda: "the "
+                          "kernel's kdamond stopped" in status_of(c, 0).get("stop_reason", ""))
                 assert TREE.nr_kdamonds() == 0 and _instances() == []
                 # on again, then SIGTERM: as found again
                 c.ok("echo on > kdamonds/0/state")
