@@ -13,6 +13,7 @@ import trio
 from damond import api
 from damond.core.spec import AttrsSpec
 from damond.ops import access_check
+from damond.platform import idle_sampler
 from damond.tools.report import analysis
 from tests.ops.workloads import workload
 
@@ -33,7 +34,15 @@ def _require(backend: str) -> None:
 GUEST_ATTRS = AttrsSpec(sample_us=50_000, aggr_us=1_000_000, update_us=4_000_000)
 
 
-def _monitor(pid: int, seconds: float, backend: str, attrs: AttrsSpec | None = None) -> list:
+#: The kernel's defaults (5 ms, 100 ms, 1 s; 10-1000 regions): what users run. The native
+#: sampler cannot keep 5 ms here under emulation (its page_idle system calls alone cost
+#: ~0.2 ms per region), so samples overrun and the effective interval is longer; accuracy
+#: must hold anyway.
+DEFAULT_ATTRS = AttrsSpec()
+
+
+def _monitor(pid: int, seconds: float, backend: str, attrs: AttrsSpec | None = None,
+             seen: dict | None = None) -> list:
     ctx = api.context("vaddr", attrs=attrs or GUEST_ATTRS,
                       targets=[api.target(pid=pid, access_check=backend)])
     snaps = []
@@ -47,6 +56,8 @@ def _monitor(pid: int, seconds: float, backend: str, attrs: AttrsSpec | None = N
             kd = await s.start(ctx)
             kd.subscribe(keep)
             await trio.sleep(seconds)
+            if seen is not None:
+                seen.update(kd.status())
             await kd.stop()
 
     trio.run(main)
@@ -55,8 +66,11 @@ def _monitor(pid: int, seconds: float, backend: str, attrs: AttrsSpec | None = N
 
 def test_page_idle_finds_the_hot_cold_boundary_inside_one_mapping():
     _require("page_idle")
+    status: dict = {}
     with workload("onemap", "--hot", "8M", "--cold", "56M") as (proc, info):
-        snaps = _monitor(proc.pid, 20, "page_idle")
+        snaps = _monitor(proc.pid, 20, "page_idle", DEFAULT_ATTRS, status)
+    if idle_sampler.KIND == "native":
+        assert status["sampler"]["kind"] == "native", status["sampler"]
     (lo, boundary), (_, hi) = info["ranges"]["hot"], info["ranges"]["cold"]
     tail = snaps[len(snaps) // 2:]
     assert len(tail) >= 5, "too few aggregations"
@@ -68,23 +82,21 @@ def test_page_idle_finds_the_hot_cold_boundary_inside_one_mapping():
     assert analysis.percentile(hot, 50) > 5 * max(analysis.percentile(cold, 50), 0.2)
 
 
-#: The working-set test needs many aggregations per access phase; under emulation damond's
-#: samples take ~50 ms of CPU with this workload, so it samples every 100 ms (2 s aggregations)
-WSS_ATTRS = AttrsSpec(sample_us=100_000, aggr_us=2_000_000, update_us=8_000_000)
+#: The working-set test at the kernel's defaults too (see DEFAULT_ATTRS)
+WSS_ATTRS = DEFAULT_ATTRS
 
 
 def test_working_set_estimate_within_20_percent():
     """The kernel selftest's shape: two buffers accessed in turn; the working set (regions
     >= 25% accessed, age >= 2 aggregations) should be one buffer. Time is stretched for the
-    emulated guest: each buffer is accessed for 40 s (20 aggregations of 2 s). Like the
-    selftest, sizes double from 10 MiB until one passes (a TLB covering the buffer hides
-    accesses)."""
+    emulated guest: each buffer is accessed for 10 s. Like the selftest, sizes double from
+    10 MiB until one passes (a TLB covering the buffer hides accesses)."""
     _require("page_idle")
     results = []
     for size_mb in (10, 20, 40):
-        with workload("alternate", "--nr", "2", "--size", f"{size_mb}M", "--ms", "40000") as (
+        with workload("alternate", "--nr", "2", "--size", f"{size_mb}M", "--ms", "10000") as (
                 proc, _):
-            snaps = _monitor(proc.pid, 120, "page_idle", WSS_ATTRS)
+            snaps = _monitor(proc.pid, 45, "page_idle", WSS_ATTRS)
         values = [analysis.wss(s, e, n, a, 20) for s, e, n, a in snaps[4:]]
         errors = [abs(analysis.percentile(values, q) - size_mb * MiB) / (size_mb * MiB)
                   for q in (50, 75)]
