@@ -370,21 +370,28 @@ class Kdamond:
             stats.cpu_ns += cpu_end - cpu0
             sched.span_cpu_ns += cpu_end - cpu0
 
-    async def _sample_wait(self) -> None:
-        """Sleep to the next sample's absolute deadline; a sample that starts after its
-        deadline already passed is an overrun, and the schedule restarts from now."""
-        stats = self.stats
+    def _next_deadline(self) -> tuple[float, float]:
+        """The next sample's deadline on the absolute schedule (base + k * interval) and the
+        interval in force. A new interval restarts the schedule from now; a deadline already
+        past is an overrun, and the schedule restarts from now as well."""
         now = trio.current_time()
         interval = self.effective_sample_us() / 1e6
         if interval != self._sched_interval:
             self._sched_interval = interval
             self._sched_base, self._sched_k = now, 0
-        self._sched_k += 1
-        deadline = self._sched_base + self._sched_k * interval
+        deadline = self._sched_base + (self._sched_k + 1) * interval
         if deadline < now:
-            stats.overruns += 1
-            self._sched_base, self._sched_k = now, 1
+            self.stats.overruns += 1
+            self._sched_base, self._sched_k = now, 0
             deadline = now + interval
+        return deadline, interval
+
+    async def _sample_wait(self) -> None:
+        """Sleep to the next sample's absolute deadline; a sample that starts after its
+        deadline already passed is an overrun, and the schedule restarts from now."""
+        stats = self.stats
+        deadline, _ = self._next_deadline()
+        self._sched_k += 1
         await trio.sleep_until(deadline)
         stats.lateness_s.append(trio.current_time() - deadline)
         stats.samples += 1
@@ -395,16 +402,7 @@ class Kdamond:
         ``_sample_wait`` (deadlines handed over as ``CLOCK_MONOTONIC`` nanoseconds), and
         account its samples, lateness, overruns and CPU time as if they had run here."""
         stats = self.stats
-        now = trio.current_time()
-        interval = self.effective_sample_us() / 1e6
-        if interval != self._sched_interval:
-            self._sched_interval = interval
-            self._sched_base, self._sched_k = now, 0
-        first = self._sched_base + (self._sched_k + 1) * interval
-        if first < now:
-            stats.overruns += 1
-            self._sched_base, self._sched_k = now, 0
-            first = now + interval
+        first, interval = self._next_deadline()
         stop = self._batch_stop = bytearray(1)
         try:
             batch, cpu_ns = await trio.to_thread.run_sync(

@@ -188,23 +188,7 @@ class TraceInstance:
     def read_available(self) -> Iterator[str]:
         """Lines consumed from ``trace_pipe`` now, without waiting (O_NONBLOCK: EAGAIN when
         the buffer is empty). A partial last line is kept for the next call."""
-        if self._fd is None:
-            self._fd = os.open(os.path.join(self.dir, "trace_pipe"),
-                               os.O_RDONLY | os.O_NONBLOCK)
-            self._rest = b""
-        chunks = [self._rest]
-        while True:
-            try:
-                data = os.read(self._fd, PIPE_READ_SIZE)
-            except BlockingIOError:
-                break
-            if not data:
-                break
-            chunks.append(data)
-        text = b"".join(chunks)
-        cut = text.rfind(b"\n") + 1
-        self._rest = text[cut:]
-        return iter(text[:cut].decode(errors="replace").splitlines())
+        return iter(self.read_block().decode(errors="replace").splitlines())
 
     def pipe_fd(self) -> int:
         """The instance's ``trace_pipe``, opened non-blocking (once): poll it for events."""
