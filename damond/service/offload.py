@@ -50,6 +50,7 @@ from damond.core.build import commit_context
 from damond.core.context import Context, SchemeStats
 from damond.core.events import AggregationEvent, TargetSnapshot
 from damond.core.regions import Regions
+from damond.core.schemes import TriedRegion, WalkControl
 from damond.core.spec import (
     AccessPatternSpec,
     AttrsSpec,
@@ -212,6 +213,37 @@ def read_scheme_stats(tree: KernelDamonTree, slot: int, nr: int) -> list[tuple[i
     c = f"{slot}/contexts/0/schemes"
     return [tuple(int(tree.read(f"{c}/{i}/stats/{name}")) for name in SCHEME_STATS)
             for i in range(nr)]
+
+
+def read_tried_regions(tree: KernelDamonTree, slot: int, nr: int, total_bytes_only: bool
+                       ) -> tuple[dict[int, list[TriedRegion]], dict[int, int]]:
+    """The kernel's ``tried_regions`` of ``nr`` schemes after an ``update_schemes_tried_*``
+    write: regions (unless only the totals were asked for) and ``total_bytes`` per scheme.
+    Files a kernel lacks (``total_bytes`` before 6.6, ``sz_filter_passed`` before 6.14) read
+    as 0."""
+    c = f"{slot}/contexts/0/schemes"
+
+    def number(rel: str) -> int:
+        return int(tree.read(rel)) if tree.exists(rel) else 0
+
+    regions: dict[int, list[TriedRegion]] = {}
+    totals: dict[int, int] = {}
+    for i in range(nr):
+        d = f"{c}/{i}/tried_regions"
+        totals[i] = number(f"{d}/total_bytes")
+        if total_bytes_only:
+            continue
+        found = []
+        r = 0
+        while tree.exists(f"{d}/{r}"):
+            found.append(TriedRegion(number(f"{d}/{r}/start"), number(f"{d}/{r}/end"),
+                                     number(f"{d}/{r}/nr_accesses"), number(f"{d}/{r}/age"),
+                                     number(f"{d}/{r}/sz_filter_passed")))
+            r += 1
+        regions[i] = found
+        if not tree.exists(f"{d}/total_bytes"):
+            totals[i] = sum(t.end - t.start for t in found)
+    return regions, totals
 
 
 # --------------------------------------------------------------------------------------------
@@ -701,12 +733,47 @@ class OffloadedKdamond:
             return fn(self.ctx)
 
     def _refresh_stats(self) -> None:
+        """The kernel's scheme stats and (6.9+) effective size quotas, into the mirror."""
         if not self.ctx.schemes:
             return
-        _kwrite(self.manager.tree, f"{self.slot}/state", "update_schemes_stats")
-        rows = read_scheme_stats(self.manager.tree, self.slot, len(self.ctx.schemes))
+        tree = self.manager.tree
+        _kwrite(tree, f"{self.slot}/state", "update_schemes_stats")
+        rows = read_scheme_stats(tree, self.slot, len(self.ctx.schemes))
         for scheme, row in zip(self.ctx.schemes, rows, strict=True):
             scheme.stats = SchemeStats(*row)
+        c = f"{self.slot}/contexts/0/schemes"
+        if tree.exists(f"{c}/0/quotas/effective_bytes"):
+            _kwrite(tree, f"{self.slot}/state", "update_schemes_effective_quotas")
+            for i, scheme in enumerate(self.ctx.schemes):
+                scheme.quota.esz = int(tree.read(f"{c}/{i}/quotas/effective_bytes"))
+
+    async def walk_schemes(self, *, total_bytes_only: bool = False) -> WalkControl:
+        """``update_schemes_tried_regions`` / ``_tried_bytes``: the kernel's own walk. The
+        keyword goes to the kernel's ``state`` file (which returns once every scheme completed
+        its next apply pass) and its ``tried_regions`` directories are read back. ECANCELED
+        from the kernel (no pass can come) becomes a canceled walk, as damond's own."""
+        if not self.running:
+            raise DamonError("EINVAL", f"{self.name} is not running")
+        keyword = ("update_schemes_tried_bytes" if total_bytes_only
+                   else "update_schemes_tried_regions")
+        control = WalkControl(total_bytes_only=total_bytes_only)
+        if not self.ctx.schemes:
+            control.canceled = control.done = True
+            return control
+        async with self._lock:
+            try:
+                await trio.to_thread.run_sync(_kwrite, self.manager.tree,
+                                              f"{self.slot}/state", keyword)
+            except DamonError as e:
+                if e.errno_name != "ECANCELED":
+                    raise
+                control.canceled = control.done = True
+                return control
+            regions, totals = await trio.to_thread.run_sync(
+                read_tried_regions, self.manager.tree, self.slot, len(self.ctx.schemes),
+                total_bytes_only)
+        control.regions, control.total_bytes, control.done = regions, totals, True
+        return control
 
     async def commit(self, spec: ContextSpec) -> None:
         """Validate ``spec`` as damond would, then write it to the kernel and ``commit``."""

@@ -135,6 +135,18 @@ def test_offloaded_hot_cold_pageout_stats_trace_and_clean_stops(start_damond):
                 kernel = [int(TREE.read(f"0/contexts/0/schemes/0/stats/{f}"))
                           for f in ("nr_tried", "sz_tried", "nr_applied", "sz_applied")]
                 assert mine == kernel and mine[3] > 0, (mine, kernel)
+                # the newer state keywords go to the kernel too: its walk, its tried regions
+                c.ok("echo update_schemes_tried_regions > kdamonds/0/state")
+                nr = int(c.value(f"{S}/0/tried_regions/total_bytes") != "0")
+                kernel_total = int(TREE.read("0/contexts/0/schemes/0/tried_regions/total_bytes"))
+                assert int(c.value(f"{S}/0/tried_regions/total_bytes")) == kernel_total
+                if nr:
+                    assert c.value(f"{S}/0/tried_regions/0/start") == TREE.read(
+                        "0/contexts/0/schemes/0/tried_regions/0/start")
+                c.ok("echo update_schemes_tried_bytes > kdamonds/0/state")
+                c.ok("echo update_schemes_effective_quotas > kdamonds/0/state")
+                assert c.value(f"{S}/0/quotas/effective_bytes") == TREE.read(
+                    "0/contexts/0/schemes/0/quotas/effective_bytes")
                 # off: the kernel's tree as found
                 c.ok("echo off > kdamonds/0/state")
                 assert TREE.nr_kdamonds() == 0 and _instances() == []
