@@ -82,21 +82,24 @@ def test_page_idle_finds_the_hot_cold_boundary_inside_one_mapping():
     assert analysis.percentile(hot, 50) > 5 * max(analysis.percentile(cold, 50), 0.2)
 
 
-#: The working-set test at the kernel's defaults too (see DEFAULT_ATTRS)
-WSS_ATTRS = DEFAULT_ATTRS
+#: The working-set test samples every 100 ms (2 s aggregations): at the kernel's defaults the
+#: emulated guest hides this workload's accesses from the kernel's own DAMON too (in one boot,
+#: bench/versus_kernel.py at 5 ms: working-set error 0.90 for the kernel, 0.89 for damond)
+WSS_ATTRS = AttrsSpec(sample_us=100_000, aggr_us=2_000_000, update_us=8_000_000)
 
 
 def test_working_set_estimate_within_20_percent():
     """The kernel selftest's shape: two buffers accessed in turn; the working set (regions
     >= 25% accessed, age >= 2 aggregations) should be one buffer. Time is stretched for the
-    emulated guest: each buffer is accessed for 10 s. Like the selftest, sizes double from
-    10 MiB until one passes (a TLB covering the buffer hides accesses)."""
+    emulated guest: each buffer is accessed for 40 s (20 aggregations of 2 s). Like the
+    selftest, sizes double from 10 MiB until one passes (a TLB covering the buffer hides
+    accesses)."""
     _require("page_idle")
     results = []
     for size_mb in (10, 20, 40):
-        with workload("alternate", "--nr", "2", "--size", f"{size_mb}M", "--ms", "10000") as (
+        with workload("alternate", "--nr", "2", "--size", f"{size_mb}M", "--ms", "40000") as (
                 proc, _):
-            snaps = _monitor(proc.pid, 45, "page_idle", WSS_ATTRS)
+            snaps = _monitor(proc.pid, 120, "page_idle", WSS_ATTRS)
         values = [analysis.wss(s, e, n, a, 20) for s, e, n, a in snaps[4:]]
         errors = [abs(analysis.percentile(values, q) - size_mb * MiB) / (size_mb * MiB)
                   for q in (50, 75)]
