@@ -33,13 +33,14 @@ def run_batch(prepare: Callable[[], None], check: Callable[[], Sequence[np.ndarr
     ``prepare`` and ``check`` is reported as ``check_ns`` (what a perturbing check costs the
     target as well).
 
-    ``quiet()``, when given, answers after a check whether every target is known not to have
-    run since its bits were cleared (``damond.ops.access_check.IdleSkip``). Then the samples up
-    to the batch's last are coalesced: no wake-up, no clearing, nothing found accessed in them,
-    and the last sample's check covers the whole span (an access made anywhere in it is
-    counted once, in that last sample). A target waking up in the middle of an aggregation is
-    therefore counted from the next one on with per-sample precision; a quiet one costs one
-    wake-up per batch instead of one per sample.
+    ``quiet()``, when given, answers (at the start, and after each check) whether every
+    target is known not to have run since its bits were cleared
+    (``damond.ops.access_check.IdleSkip``). Then the samples up to the batch's last are
+    coalesced: no wake-up, no clearing, nothing found accessed in them, and the last sample's
+    check covers the whole span (an access made anywhere in it is counted once, in that last
+    sample). A target waking up in the middle of an aggregation is therefore counted from the
+    next one on with per-sample precision; a quiet one costs one wake-up per batch instead of
+    one per sample.
     """
     rows = [np.zeros((nr_samples, n), dtype=bool) for n in nr_regions]
     lateness = np.zeros(nr_samples, dtype=np.int64)
@@ -48,6 +49,12 @@ def run_batch(prepare: Callable[[], None], check: Callable[[], Sequence[np.ndarr
     deadline = first_deadline_ns
     k = 0
     spanned = False  # this sample continues a coalesced span: the bits were not cleared again
+    if quiet is not None and quiet():
+        # still quiet since the last batch's check: the span starts at once
+        coalesced = nr_samples - 1
+        deadline += coalesced * interval_ns
+        k = done = coalesced
+        spanned = True
     while k < nr_samples and not stop[0]:
         t0 = clock()
         if not spanned:

@@ -78,6 +78,8 @@ def _python(ctx, procs, drop, nr_samples, interval_ns, first_deadline_ns, stop) 
             if gone[i] or not n:
                 out.append(np.zeros(n, dtype=bool))
                 continue
+            if addrs[i] is None:  # a batch that began quiet: no prepare picked addresses
+                addrs[i] = sampling_addrs(t.regions, ctx.rng)
             try:
                 out.append(p.backend.check(addrs[i]))
             except DamonError:

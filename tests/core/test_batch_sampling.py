@@ -208,13 +208,22 @@ def test_quiet_targets_coalesce_the_rest_of_the_batch_into_its_last_sample():
         state["k"] += 1
         return [np.array([state["k"] == 2])]  # the span's check finds the access
 
+    answers = iter([False, True])  # not quiet at the start, quiet after the first check
     res = run_batch(prepare, check, [1], nr_samples=6, interval_ns=1_000_000,
                     first_deadline_ns=0, stop=bytearray(1), kind="t",
-                    quiet=lambda: state["quiet"])
+                    quiet=lambda: next(answers))
     # sample 0 is taken; samples 1-4 are coalesced; sample 5 checks the span without clearing
     assert events == ["prepare", "check", "check"]
     assert res.samples_done == 6 and res.coalesced == 4
     assert res.accessed[0][:, 0].tolist() == [False, False, False, False, False, True]
+    # quiet already at the start (the last batch ended quiet): one check, at the end
+    events.clear()
+    state["k"] = 1
+    res = run_batch(prepare, check, [1], nr_samples=6, interval_ns=1_000_000,
+                    first_deadline_ns=0, stop=bytearray(1), kind="t",
+                    quiet=lambda: state["quiet"])
+    assert events == ["check"] and res.coalesced == 5
+    assert res.accessed[0][:, 0].tolist() == [False] * 5 + [True]
     # a target that is not quiet is sampled one by one
     events.clear()
     state.update(quiet=False, k=0)
