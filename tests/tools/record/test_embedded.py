@@ -210,6 +210,11 @@ def _gone(pid: int) -> bool:
         return True
 
 
+def _cmdline(pid: int) -> str:
+    with open(f"/proc/{pid}/cmdline") as f:
+        return f.read().split("\0")[0]
+
+
 def test_the_recorded_command_dies_with_a_sigkilled_recorder(tmp_path):
     proc = subprocess.Popen([*RECORD, "-o", str(tmp_path / "k.data"), "--quiet", "--",
                              "sleep", "1000"], stderr=subprocess.PIPE)
@@ -219,8 +224,10 @@ def test_the_recorded_command_dies_with_a_sigkilled_recorder(tmp_path):
             assert time.monotonic() < deadline and proc.poll() is None
             time.sleep(0.05)
         (sleep_pid,) = kids
-        with open(f"/proc/{sleep_pid}/cmdline") as f:
-            assert f.read().split("\0")[0] == "sleep"
+        # the child may not have exec'd yet (its cmdline reads empty in between)
+        while (cmd := _cmdline(sleep_pid)) != "sleep":
+            assert time.monotonic() < deadline, f"the child runs {cmd!r}, not sleep"
+            time.sleep(0.05)
         time.sleep(0.5)  # recording
         proc.send_signal(signal.SIGKILL)
         proc.wait()
