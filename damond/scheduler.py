@@ -36,6 +36,7 @@ from damond.core.attrs import sample_interval
 from damond.core.budget import (
     DEFAULT_CPU_BUDGET,
     MIN_WINDOW_SAMPLES,
+    TARGET_SLOWDOWN_FACTOR,
     BudgetState,
     WindowCost,
     check_budget,
@@ -332,7 +333,8 @@ class Kdamond:
                                                    or fn is ops.check_accesses):
                         t0 = time.perf_counter_ns()
                         value = fn(*effect.args)
-                        self._w_target_ns += time.perf_counter_ns() - t0
+                        self._w_target_ns += round((time.perf_counter_ns() - t0)
+                                                   * TARGET_SLOWDOWN_FACTOR)
                     else:
                         value = fn(*effect.args)
                     if fn is ops.init or fn is ops.update:
@@ -418,7 +420,7 @@ class Kdamond:
         stats.coalesced += batch.coalesced
         self._w_samples += done
         if self._charges_target:
-            self._w_target_ns += batch.check_ns
+            self._w_target_ns += round(batch.check_ns * TARGET_SLOWDOWN_FACTOR)
         if batch.overruns:
             self._sched_base, self._sched_k = trio.current_time(), 0
         else:

@@ -41,6 +41,12 @@ from dataclasses import dataclass
 #: ``damond serve --cpu-budget``'s default: a twentieth of one CPU per kdamond, target
 #: perturbation included (the in-process API and ``damond record`` have none unless asked).
 DEFAULT_CPU_BUDGET = 0.05
+#: How much of the target's time a perturbing access check (``smaps``, ``soft_dirty``) costs,
+#: per unit of the check's own wall time. Measured with bench/perturbation.py (a 200 MiB
+#: rewrite loop, this project's 2-core hosts): with the checks charged once, the target slowed
+#: by 4.4-7.6% while the checks took about 2.5% of its time; clearing the Accessed bits of the
+#: whole process costs it TLB refills and bit re-setting afterwards, beyond the walk itself.
+TARGET_SLOWDOWN_FACTOR = 3.0
 #: After a change, the share of the budget the new interval aims at.
 AIM = 0.8
 #: Release (shorten) only when the share at the current interval is below this share of the
