@@ -28,6 +28,7 @@ import errno
 import os
 import platform
 import select
+import signal
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -86,6 +87,27 @@ def pidfd_alive(pidfd: int) -> bool:
     if events[0][1] & select.POLLNVAL:
         raise DamonError("EBADF", f"pidfd {pidfd} is not an open file descriptor")
     return False
+
+
+def pidfd_unreaped(pidfd: int) -> bool:
+    """True until the process behind ``pidfd`` is reaped by its parent: zombies count.
+
+    This is the kernel's idea of a valid vaddr target (``damon_va_target_valid()`` finds the
+    task through its pid, which a zombie keeps until ``release_task()``). A parent that reads
+    DAMON's files in a ``while proc.poll() is None`` loop (the kernel's selftests do) relies on
+    it: the kdamond must not stop between its child's exit and its own ``waitpid()``.
+    """
+    try:
+        signal.pidfd_send_signal(pidfd, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists; whether we may signal it does not matter here
+    except OSError as exc:
+        if exc.errno == errno.EBADF:
+            raise DamonError("EBADF", f"pidfd {pidfd} is not an open file descriptor") from None
+        raise
+    return True
 
 
 @dataclass(frozen=True, slots=True)

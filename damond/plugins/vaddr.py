@@ -140,7 +140,12 @@ class ProcessTarget:
         return f"self/fd/{self.procfd}"
 
     def alive(self) -> bool:
+        """Still running (a zombie is not)."""
         return madvise.pidfd_alive(self.pidfd)
+
+    def valid(self) -> bool:
+        """Still a target for the kernel: not yet reaped (a zombie is)."""
+        return madvise.pidfd_unreaped(self.pidfd)
 
     def mappings(self) -> list[tuple[int, int]]:
         fd = os.open("maps", os.O_RDONLY | os.O_CLOEXEC, dir_fd=self.procfd)
@@ -422,7 +427,7 @@ def target_valid(ctx) -> list[bool]:
     out = []
     for t in ctx.targets:
         proc = process_of(t)
-        out.append(proc is not None and proc.alive())
+        out.append(proc is not None and proc.valid())
     return out
 
 

@@ -53,3 +53,34 @@ def test_target_exit_shows_in_status_metrics_and_a_waiting_trace(damond):
         if target.poll() is None:
             target.kill()
             target.wait()
+
+
+@needs_vaddr
+def test_an_unreaped_target_is_still_a_target_until_its_parent_waits(damond):
+    """Linux's ``damon_va_target_valid()`` finds the task through its pid, which a zombie keeps
+    until it is reaped: a parent polling its child (``while proc.poll() is None``, as the
+    kernel's selftests do) may read DAMON's files until it has waited for it."""
+    target = subprocess.Popen(["sleep", "600"])
+    try:
+        with damond.conn() as c:
+            _start_on(c, target.pid)
+            target.kill()  # exits, but nobody waits for it yet: a zombie
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:  # until the process is certainly a zombie
+                with open(f"/proc/{target.pid}/stat") as f:
+                    if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                        break
+                time.sleep(0.01)
+            time.sleep(0.5)  # several samples and an aggregation of the exited target
+            assert c.value("kdamonds/0/state") == "on"
+            c.ok("echo update_schemes_stats > kdamonds/0/state")
+            target.wait()  # reaped: now it is gone
+            deadline = time.monotonic() + 10
+            while c.value("kdamonds/0/state") == "on" and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert c.value("kdamonds/0/state") == "off"
+            assert "kdamond.0.stop_reason: every target is gone" in c.ok("status")
+    finally:
+        if target.poll() is None:
+            target.kill()
+            target.wait()
