@@ -498,28 +498,38 @@ def _entry_name(name: str, node: Node) -> str:
     return name + "/" if node.is_dir() else name
 
 
-@_command("ls", "ls [-l] [PATH]",
-          "list a directory (directories end with /; -l: each with its mode, as 'ls -l')")
+@_command("ls", "ls [-l] [-d] [PATH]",
+          "list a directory (directories end with /; -l: each with its mode, as 'ls -l'; "
+          "-d: the path itself, by its canonical name)")
 async def _ls(s: Session, step: Step) -> Reply:
-    args = [a for a in step.argv[1:] if a not in ("-1", "-p", "-F", "-l")]
+    flags = {a for a in step.argv[1:] if a in _LS_FLAGS}
+    args = [a for a in step.argv[1:] if a not in _LS_FLAGS]
     if len(args) > 1:
         raise DamonError("EINVAL", "list one directory at a time", step.argv[0])
     path = args[0] if args else "."
-    return await s.walk(lambda: _ls_reply(s, step, path))
+    if "-d" in flags:  # one node: cheap whatever the tree's size (the FUSE mount's lookups)
+        return _ls_reply(s, flags, path)
+    return await s.walk(lambda: _ls_reply(s, flags, path))
 
 
-def _ls_reply(s: Session, step: Step, path: str) -> Reply:
+_LS_FLAGS = frozenset(("-1", "-p", "-F", "-l", "-d", "-ld", "-dl"))
+
+
+def _ls_reply(s: Session, flags: set[str], path: str) -> Reply:
     notes: list[str] = []
     res = s.resolve(path, notes)
+    long = bool(flags & {"-l", "-ld", "-dl"})
 
     def show(name: str, node: Node) -> str:
         # -l: the mode as ls shows it (the FUSE mount's stat() comes from here)
         text = _entry_name(name, node)
-        if "-l" in step.argv[1:]:
+        if long:
             kind = stat.S_IFDIR if node.is_dir() else stat.S_IFREG
             text = f"{stat.filemode(kind | node.mode)} {text}"
         return escape_data_line(text)
 
+    if flags & {"-d", "-ld", "-dl"}:
+        return Reply(notes + [show(res.path, res.node)])
     if not res.node.is_dir():
         return Reply(notes + [show(path, res.node)])
     return Reply(notes + [show(name, node) for name, node in _sorted_entries(res.node)])

@@ -115,6 +115,20 @@ async def test_ls_tree_cd_pwd(daemon):
     assert (await lines_of(s, "ls a b"))[0].startswith("ERR EINVAL ls:")
 
 
+async def test_ls_d_names_one_node_by_its_canonical_path(daemon):
+    """``ls -ld`` is the FUSE mount's lookup: one line whatever the directory's size, and an
+    alias shows the name it stands for (so the mount can refuse names sysfs does not have)."""
+    s = Session(daemon)
+    await lines_of(s, "echo 1 > kdamonds/nr_kdamonds")
+    root = "/sys/kernel/mm/damon/admin"
+    assert await lines_of(s, "ls -ld kdamonds/0") == [f"drwxr-xr-x {root}/kdamonds/0/", "OK"]
+    assert await lines_of(s, "ls -d kdamonds/0/pid") == [f"{root}/kdamonds/0/pid", "OK"]
+    assert await lines_of(s, "ls -l -d kdamonds/nr") == [
+        "# 'nr' is accepted as 'nr_kdamonds' (the kernel's file name)",
+        f"-rw------- {root}/kdamonds/nr_kdamonds", "OK"]
+    assert (await lines_of(s, "ls -ld kdamonds/1"))[0].startswith("ERR ENOENT")
+
+
 async def test_information_commands(daemon):
     s = Session(daemon)
     for cmd in ("help", "help cat", "version", "features", "plugins", "status", "lateness"):

@@ -58,6 +58,32 @@ def test_nr_writes_make_and_remove_directories(mounted):
         read(os.path.join(kd, "0", "state"))
 
 
+def test_protocol_aliases_are_not_names_of_the_file_system(mounted):
+    kd = kdamonds(mounted)
+    assert os.path.exists(os.path.join(kd, "nr_kdamonds"))
+    assert not os.path.exists(os.path.join(kd, "nr"))  # 'ctl' accepts it; sysfs has no such file
+
+
+def test_cached_names_never_outlive_their_numbered_directory(daemon, mounted):
+    """Names other than numbers may stay in the kernel's cache (``STABLE_S``): a directory
+    removed by another client must still vanish from the mount at once, with its files."""
+    kd = kdamonds(mounted)
+    write(os.path.join(kd, "nr_kdamonds"), "1\n")
+    state = os.path.join(kd, "0", "state")
+    assert read(state) == "off\n"  # now looked up and cached
+    out = subprocess.run([DAMOND, "ctl", "--socket", daemon.socket,
+                          "echo 0 > kdamonds/nr_kdamonds"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert not os.path.exists(state)
+    with pytest.raises(FileNotFoundError):
+        read(state)
+    out = subprocess.run([DAMOND, "ctl", "--socket", daemon.socket,
+                          "echo 1 > kdamonds/nr_kdamonds"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    # the same path again: a new directory with the same files
+    assert read(os.path.join(kd, "0", "contexts", "nr_contexts")) == "0\n"
+
+
 def test_modes_sizes_and_owner_are_the_kernels(mounted):
     kd = kdamonds(mounted)
     write(os.path.join(kd, "nr_kdamonds"), "1\n")

@@ -16,8 +16,10 @@ What a program sees, and the kernel code it mirrors (Linux 6.18 ``fs/kernfs/file
   by root (by the mounting user when a user mounts their own daemon, else they could not use
   it). sysfs also refuses to *open* a file for writing without a write bit or for reading
   without a read bit, even for root (``KERNFS_ROOT_EXTRA_OPEN_PERM_CHECK``); debugfs does not.
-- **No caching of names or attributes** (timeouts 0): directories appear and vanish with
-  ``nr_*`` writes, and the next lookup sees it.
+- **Caching only what cannot change**: directories named by a number appear and vanish with
+  ``nr_*`` writes and are never cached (timeouts 0), so the next lookup sees the change; every
+  other sysfs name lives exactly as long as its parent, so the kernel may keep it
+  (:data:`STABLE_S`). debugfs names its contexts freely and is never cached.
 - **Credentials.** The mount uses ``default_permissions``: the kernel checks the caller's
   uid/gid against the modes above, as it does for sysfs (root may write, others may read only
   what the modes allow). ``open`` checks once more with the caller's credentials from FUSE, so
@@ -50,8 +52,12 @@ SYSFS_WRITE_MAX = 4096
 #: ``st_size`` of a sysfs attribute file (``sysfs_add_file_mode_ns``: PAGE_SIZE);
 #: debugfs files show 0
 SYSFS_FILE_SIZE = 4096
-#: no name or attribute is cached: nr_* writes change the tree at any moment
+#: numbered directories are never cached: nr_* writes change them at any moment
 NO_CACHE_S = 0.0
+#: how long the kernel may keep a name that exists whenever its parent does (see ``_stable``)
+STABLE_S = 60.0
+#: how long ``open`` trusts the kind and mode a lookup just found (not the node's existence)
+SEEN_FRESH_S = 1.0
 _DIR = NodeInfo(is_dir=True, mode=0o755)
 
 
@@ -91,6 +97,9 @@ class FuseTree(pyfuse3.Operations):
         self._listings: dict[int, list[tuple[str, NodeInfo]]] = {}
         self._next_fh = 1
         self._time_ns = time.time_ns()
+        #: what the last lookup or getattr of an inode found, and when: ``open`` follows a
+        #: path walk's lookup at once, and a node's kind and mode never change with its path
+        self._seen: dict[int, tuple[float, NodeInfo]] = {}
 
     # -- inodes -------------------------------------------------------------------------------
 
@@ -119,6 +128,7 @@ class FuseTree(pyfuse3.Operations):
                 self._lookups[inode] = left
                 continue
             self._lookups.pop(inode, None)
+            self._seen.pop(inode, None)
             if inode != pyfuse3.ROOT_INODE:
                 path = self._paths.pop(inode, None)
                 if path is not None:
@@ -127,12 +137,24 @@ class FuseTree(pyfuse3.Operations):
     def _is_debugfs(self, path: str) -> bool:
         return path == DEBUGFS_DAMON or path.startswith(DEBUGFS_DAMON + "/")
 
+    def _stable(self, path: str) -> bool:
+        """Whether the node exists exactly as long as its parent directory does.
+
+        In the sysfs tree only directories named by a number come and go (``nr_*`` writes,
+        ``tried_regions``); every other name is part of its parent for the parent's whole
+        life, with a fixed kind and mode. The kernel may keep such a name cached: reaching it
+        still looks up the numbered directories above it, which fail once they are gone.
+        debugfs names its contexts freely (``mk_contexts``), so nothing there is cached.
+        """
+        if self._is_debugfs(path) or path == self.root:
+            return False
+        return not posixpath.basename(path).isdigit()
+
     def _attrs(self, inode: int, path: str, info: NodeInfo) -> pyfuse3.EntryAttributes:
         a = pyfuse3.EntryAttributes()
         a.st_ino = inode
         a.generation = 0
-        a.entry_timeout = NO_CACHE_S
-        a.attr_timeout = NO_CACHE_S
+        a.entry_timeout = a.attr_timeout = STABLE_S if self._stable(path) else NO_CACHE_S
         if info.is_dir:
             a.st_mode = stat.S_IFDIR | info.mode
             a.st_nlink = 2
@@ -167,11 +189,23 @@ class FuseTree(pyfuse3.Operations):
         info = await self._stat(path)
         inode = self._inode(path)
         self._remember(inode)
+        self._seen[inode] = (time.monotonic(), info)
         return self._attrs(inode, path, info)
 
     async def getattr(self, inode, ctx=None):
         path = self._path(inode)
-        return self._attrs(inode, path, await self._stat(path))
+        info = await self._stat(path)
+        self._seen[inode] = (time.monotonic(), info)
+        return self._attrs(inode, path, info)
+
+    async def _fresh_info(self, inode: int, path: str) -> NodeInfo:
+        """The node's kind and mode: from a lookup within :data:`SEEN_FRESH_S` (a path-based
+        ``open(2)`` looks the path up right before), else asked again. Saves one round trip to
+        the daemon per open; a node removed in between fails its read or write instead."""
+        seen = self._seen.get(inode)
+        if seen is not None and time.monotonic() - seen[0] < SEEN_FRESH_S:
+            return seen[1]
+        return await self._stat(path)
 
     async def setattr(self, inode, attr, fields, fh, ctx):
         # O_TRUNC (bash's '>') and touch are accepted and change nothing, as on sysfs;
@@ -228,7 +262,7 @@ class FuseTree(pyfuse3.Operations):
 
     async def open(self, inode, flags, ctx):
         path = self._path(inode)
-        info = await self._stat(path)
+        info = await self._fresh_info(inode, path)
         if info.is_dir:
             raise pyfuse3.FUSEError(errno.EISDIR)
         accmode = flags & os.O_ACCMODE
