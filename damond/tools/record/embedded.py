@@ -56,6 +56,10 @@ async def record_embedded(args: argparse.Namespace, pid: int, proc: subprocess.P
         await sink.open()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_cancel_when_set, kd.finished, nursery.cancel_scope)
+            if proc is not None and pid:
+                # the kdamond stops once its target is reaped (until then the exited command
+                # is a zombie, which is still a valid target, as in the kernel's vaddr)
+                nursery.start_soon(wait_exit, proc)
             if proc is None or pid:  # a process target: the kdamond stops when it is gone
                 await trio.sleep_forever()
             await wait_exit(proc)  # paddr, sim: the command only sets the duration

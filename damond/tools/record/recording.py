@@ -18,6 +18,7 @@ import time
 
 import trio
 
+from damond.tools.record.command import wait_exit
 from damond.tools.record.embedded import DEFAULTS, record_embedded
 from damond.tools.record.errors import RecordError
 from damond.tools.record.progress import Counters, Progress
@@ -80,6 +81,10 @@ async def record(args: argparse.Namespace, proc: subprocess.Popen | None, pid: i
         async with trio.open_nursery() as inner:
             inner.start_soon(_stop_on_signals, stop, caught)
             inner.start_soon(progress.run)
+            if proc is not None and daemon is not None:
+                # reap the command as soon as it exits (record_embedded does it once its
+                # kdamond runs): a zombie is still a valid target, as in the kernel
+                inner.start_soon(wait_exit, proc)
             await source()
             inner.cancel_scope.cancel()
         sink.end()
