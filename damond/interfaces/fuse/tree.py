@@ -212,7 +212,8 @@ class FuseTree(pyfuse3.Operations):
         # chmod and chown are not offered
         if fields.update_mode or fields.update_uid or fields.update_gid:
             raise pyfuse3.FUSEError(errno.EPERM)
-        return await self.getattr(inode, ctx)
+        path = self._path(inode)  # O_TRUNC comes right after the open's lookup
+        return self._attrs(inode, path, await self._fresh_info(inode, path))
 
     # -- directories --------------------------------------------------------------------------
 
