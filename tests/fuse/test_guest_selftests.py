@@ -1,5 +1,10 @@
-"""The kernel's debugfs selftests that judge by the kernel log, run under ``damond exec`` inside
-the guest kernel (``pytest -m guest``, one qemu boot).
+"""The kernel's selftests that judge by the kernel log or need page-level access checks, run
+under ``damond exec`` inside the guest kernel (``pytest -m guest``, one qemu boot).
+
+Linux 6.18's ``damos_apply_interval.py``, ``damos_tried_regions.py`` and
+``sysfs_update_schemes_tried_regions_wss_estimation.py`` tell a hot part of one mapping from
+its cold part, which only page_idle can do (the host's ``smaps`` sees the mapping as a whole);
+``sysfs_update_removed_scheme_dir.sh`` clears the kernel log.
 
 ``debugfs_huge_count_read_write.sh`` starts with ``dmesg -C`` and fails on a kernel ``WARNING``:
 on the host that would clear the host kernel's log, in the throw-away guest it harms nothing.
@@ -20,7 +25,9 @@ import subprocess
 import pytest
 
 import tests.fuse.conftest as fuse_conftest
+from damond.ops.access_check import availability
 from tests.fuse.conftest import needs_fuse, run_exec
+from tests.fuse.test_selftests_v618 import PAGE_CHECK, run_selftest, stage_v618
 
 pytestmark = [needs_fuse, pytest.mark.guest]
 
@@ -61,3 +68,23 @@ def test_debugfs_huge_count_read_write(daemon, staged):
     after = run_exec(daemon.socket, "cat", f"{DBGFS}/attrs", f"{DBGFS}/target_ids")
     assert after.returncode == 0, after.stderr
     assert after.stdout == before.stdout
+
+
+# -- Linux 6.18's selftests that need page-level access checks or clear the kernel log ------
+
+def test_v618_sysfs_update_removed_scheme_dir(workdir, tmp_path):
+    """Starts vaddr monitoring of its own shell, removes the scheme's directory and asks for
+    stats and tried regions of it; fails on a kernel ``BUG`` in the log (``dmesg -C`` first,
+    so guest-only). damond must refuse nothing here and stay up."""
+    staged = stage_v618(tmp_path)
+    out = run_selftest(workdir, staged, "sysfs_update_removed_scheme_dir.sh", timeout=600)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+@pytest.mark.parametrize("script", PAGE_CHECK)
+def test_v618_page_level_selftest(workdir, tmp_path, script):
+    ok, why = availability()["page_idle"]
+    assert ok, f"the guest kernel should offer page_idle: {why}"
+    staged = stage_v618(tmp_path)
+    out = run_selftest(workdir, staged, script, timeout=900)
+    assert out.returncode == 0, out.stdout + out.stderr
