@@ -10,12 +10,18 @@ On the host the access check is ``smaps`` (1 GiB and 8 GiB by default); where ``
 exists (the guest kernel) it is ``page_idle`` (256 MiB and 2 GiB). Prints one line per size, the
 CPU-per-second ratio large/small, and last ``cpu_per_sample_ratio_large_over_small`` (1.0 means
 flat; the issue's goal is at most 1.2).
+
+Where the kernel has its own DAMON ``vaddr`` (the guest kernel), the same two workloads are also
+monitored by the kernel's kdamond in the same run, and its per-sample CPU ratio is printed just
+before the last line: how flat the platform itself is (the emulator's memory costs grow with
+the memory touched, for the kernel too).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -35,13 +41,19 @@ def parse_size(text: str) -> int:
     return int(float(text[:-1]) * units[text[-1].upper()])
 
 
-def measure(size: int, seconds: float, backend: str) -> dict:
+def start_hotcold(size: int) -> subprocess.Popen:
+    """The workload: a hot mapping of at most 64 MiB, the rest of ``size`` cold."""
     hot = min(64 * MiB, size // 4)
     proc = subprocess.Popen([sys.executable, "-m", "damond.tools.workload", "hotcold",
                              "--hot", str(hot), "--cold", str(size - hot)],
                             stdout=subprocess.PIPE, text=True)
     json.loads(proc.stdout.readline())
     time.sleep(0.5)
+    return proc
+
+
+def measure(size: int, seconds: float, backend: str) -> dict:
+    proc = start_hotcold(size)
     out: dict = {}
 
     async def main() -> None:
@@ -69,6 +81,23 @@ def measure(size: int, seconds: float, backend: str) -> dict:
     return out
 
 
+def measure_kernel(size: int, seconds: float) -> dict:
+    """The kernel's kdamond on the same workload: CPU seconds per second and per sample."""
+    from versus_kernel import kernel_run  # bench/ is the script's directory
+
+    proc = start_hotcold(size)
+    try:
+        snaps, cpu = kernel_run(proc.pid, AttrsSpec(), seconds)
+    finally:
+        proc.kill()
+        proc.wait()
+    attrs = AttrsSpec()
+    samples = len(snaps) * (attrs.aggr_us // attrs.sample_us)
+    return {"cpu_per_s": cpu / seconds, "samples": samples,
+            "cpu_ms_per_sample": cpu / max(samples, 1) * 1e3,
+            "regions": len(snaps[-1][0]) if snaps else 0}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", help="two sizes, e.g. 1G,8G (default by access check)")
@@ -87,6 +116,21 @@ def main() -> None:
               f"regions={r['regions']} cpu_ms_per_sample={r['cpu_ms_per_sample']:.2f} "
               f"sampler={r['sampler']!r}")
     print(f"target size ratio {large / small:.0f}; per-sample CPU ratio 1.0 = flat in size")
+    if os.path.isdir("/sys/kernel/mm/damon/admin/kdamonds"):
+        kernel = []
+        for size in (small, large):
+            try:
+                k = measure_kernel(size, args.seconds)
+            except OSError as e:  # e.g. the host's DAMON is busy or lacks vaddr
+                print(f"[kernel] not measured: {e}")
+                break
+            kernel.append(k)
+            print(f"[kernel] size={size // MiB}MiB cpu_s_per_s={k['cpu_per_s']:.4f} "
+                  f"samples={k['samples']} regions={k['regions']} "
+                  f"cpu_ms_per_sample={k['cpu_ms_per_sample']:.3f}")
+        if len(kernel) == 2 and kernel[0]["cpu_ms_per_sample"] > 0:
+            print("kernel_cpu_per_sample_ratio_large_over_small="
+                  f"{kernel[1]['cpu_ms_per_sample'] / kernel[0]['cpu_ms_per_sample']:.2f}")
     # when a size cannot keep the 5 ms pace, CPU per second saturates near 1.0 and hides the
     # growth: the cost of one sample is the figure that shows whether it is flat
     per_sample = results[1]["cpu_ms_per_sample"] / results[0]["cpu_ms_per_sample"]
