@@ -421,10 +421,9 @@ class Kdamond:
         self._w_samples += done
         if self._charges_target:
             self._w_target_ns += round(batch.check_ns * TARGET_SLOWDOWN_FACTOR)
-        if batch.overruns:
-            self._sched_base, self._sched_k = trio.current_time(), 0
-        else:
-            self._sched_base, self._sched_k = first, max(done - 1, 0)
+        # a batch keeps each sample's window a whole interval (see damond.ops.batch), so its
+        # deadlines may have moved: the schedule goes on from its last check
+        self._sched_base, self._sched_k = trio.current_time(), 0
         kind = batch.kind or "batch"
         if kind != self.sampler_kind:
             log.info("sampler", kdamond=self.index, kind=kind, samples_per_batch=done)

@@ -6,8 +6,11 @@ sample, and a slow access check (``smaps`` walks every page of the target: tens 
 milliseconds for a few GiB) no longer stalls clients and other kdamonds. Where a set has no
 native sampler, this loop runs its ordinary per-sample access checks on the same absolute
 schedule as the scheduler's own sampling sleep: sample k's check is due at
-``first_deadline_ns + k * interval_ns`` (``CLOCK_MONOTONIC``); a deadline already past when the
-sleep would begin is an overrun, and the schedule restarts from then, as in the scheduler.
+``first_deadline_ns + k * interval_ns`` (``CLOCK_MONOTONIC``), but never sooner than one interval
+after its ``prepare()`` began: the kernel's kdamond sleeps a whole sampling interval between
+preparing and checking, and a shorter window would miss accesses (when a check and the next
+prepare take most of an interval, the window shrank towards nothing). A deadline already past
+when the sleep would begin is an overrun.
 """
 
 from __future__ import annotations
@@ -63,7 +66,10 @@ def run_batch(prepare: Callable[[], None], check: Callable[[], Sequence[np.ndarr
         check_ns += now - t0
         if deadline < now:
             overruns += 1
-            deadline = now + interval_ns
+        if not spanned:
+            # the window: what prepare() cleared is checked no sooner than one interval later,
+            # as the kernel's kdamond sleeps a whole interval between prepare and check
+            deadline = max(deadline, t0 + interval_ns)
         if deadline > now and not _sleep_until(deadline, stop):
             break
         woke = clock()

@@ -730,6 +730,11 @@ static PyObject *py_sample(PyObject *self, PyObject *args)
     for (uint64_t k = 0; k < nr_samples; k++) {
         if (stop && stop[0])
             break;
+        /* the window: pages marked idle from here on are checked no sooner than one interval
+         * later, as the kernel's kdamond sleeps a whole interval between its prepare and
+         * check steps. A schedule tighter than that (the last check and this prepare ate
+         * into the interval) is moved; the kernel's own cycle is interval + its work. */
+        int64_t earliest = mono_ns() + (int64_t)interval;
         Py_ssize_t alive = 0;
         for (Py_ssize_t j = 0; j < nt; j++) {
             struct target *t = &ts[j];
@@ -741,10 +746,10 @@ static PyObject *py_sample(PyObject *self, PyObject *args)
         if (nt && !alive)
             break;
         int64_t now = mono_ns();
-        if (now > deadline) {
+        if (now > deadline)
             overruns++;
-            deadline = now + (int64_t)interval;
-        }
+        if (deadline < earliest)
+            deadline = earliest;
         struct timespec ts_dl = {deadline / 1000000000, deadline % 1000000000};
         while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts_dl, NULL) == EINTR)
             ;
