@@ -155,6 +155,9 @@ class Kdamond:
         self._sched_base = 0.0
         self._sched_k = 0
         self._sched_interval: float | None = None
+        #: when this sample's prepare_access_checks began (trio time): its check is due no
+        #: sooner than one interval later, as in the kernel
+        self._prepared_at: float | None = None
         # the monitoring budget (damond.core.budget): the controller's state, and the window
         # (the samples since the last aggregation) being measured for its next decision
         self.cpu_budget = scheduler.cpu_budget
@@ -325,6 +328,8 @@ class Kdamond:
                 if kind is loop.OpsCall:
                     ops = self.ctx.ops
                     fn = effect.fn
+                    if fn is ops.prepare_access_checks:
+                        self._prepared_at = trio.current_time()
                     if effect.may_block and ops.info.blocking:
                         value, cpu_ns = await trio.to_thread.run_sync(_timed_cpu, fn,
                                                                        *effect.args)
@@ -389,10 +394,17 @@ class Kdamond:
         return deadline, interval
 
     async def _sample_wait(self) -> None:
-        """Sleep to the next sample's absolute deadline; a sample that starts after its
+        """Sleep to the next sample's absolute deadline, but no sooner than one interval after
+        the sample's prepare began (the kernel's kdamond sleeps a whole interval between
+        prepare and check: a shorter window misses accesses); a sample that starts after its
         deadline already passed is an overrun, and the schedule restarts from now."""
         stats = self.stats
-        deadline, _ = self._next_deadline()
+        deadline, interval = self._next_deadline()
+        if self._prepared_at is not None:
+            earliest, self._prepared_at = self._prepared_at + interval, None
+            if deadline < earliest:  # the schedule goes on from the moved deadline
+                deadline = earliest
+                self._sched_base, self._sched_k = earliest - interval, 0
         self._sched_k += 1
         await trio.sleep_until(deadline)
         stats.lateness_s.append(trio.current_time() - deadline)
