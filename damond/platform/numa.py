@@ -11,7 +11,6 @@ it is on afterwards or a negative errno (``-ENOENT``: not present; ``-EFAULT``: 
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import platform
 
@@ -25,7 +24,8 @@ MPOL_MF_MOVE = 1 << 1
 CHUNK_PAGES = 16_384
 _SYS_MOVE_PAGES = {"x86_64": 279, "aarch64": 239, "riscv64": 239, "ppc64le": 301,
                    "s390x": 310}
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+# the process's own libc: ctypes.util.find_library would run ldconfig (a child process)
+_libc = ctypes.CDLL(None, use_errno=True)
 
 
 def parse_node_list(text: str) -> list[int]:

@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import os
 import shutil
@@ -28,7 +27,8 @@ MS_SLAVE = 1 << 19
 MNT_DETACH = 2
 CLONE_NEWNS = 0x00020000
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+# the process's own libc: ctypes.util.find_library would run ldconfig (a child process)
+_libc = ctypes.CDLL(None, use_errno=True)
 
 
 def _check(result: int, what: str) -> None:
