@@ -22,9 +22,9 @@ and a region sampled in the same folio as the previous region reuses that result
 page whose PFN reads 0 (no CAP_SYS_ADMIN) is never accessed rather than checked at PFN 0.
 
 Deadlines are CLOCK_MONOTONIC ns: ``deadline_0 = first_deadline_ns``, then ``+ interval_ns``;
-a deadline already past when the sleep would begin counts an overrun and restarts the schedule
-from now (``now + interval_ns``), so every sample still gets a full interval, as the kernel's
-kdamond sleeps a full sampling interval after preparing.
+a check is never due sooner than one interval after its sample's marking began (the kernel's
+kdamond sleeps a whole interval between them), which moves the schedule when the work leaves no
+room; a deadline already past when the sleep would begin counts an overrun.
 """
 
 from __future__ import annotations
@@ -351,6 +351,9 @@ def _python_sample(arrays, hits, lateness, stop, bfd, kfd, zero, nr_samples, int
     for k in range(nr_samples):
         if stop is not None and stop[0]:
             break
+        # the window: checked no sooner than one interval after the marking began (as the C
+        # sampler and the kernel's kdamond)
+        earliest = time.monotonic_ns() + interval_ns
         addrs = pick_addrs(all_s, all_e, seed, k * total).tolist()
         alive = 0
         for j, t in enumerate(targets):
@@ -363,10 +366,9 @@ def _python_sample(arrays, hits, lateness, stop, bfd, kfd, zero, nr_samples, int
                 errs[j] = f.err
         if targets and not alive:
             break
-        now = time.monotonic_ns()
-        if now > deadline:
+        if time.monotonic_ns() > deadline:
             overruns += 1
-            deadline = now + interval_ns
+        deadline = max(deadline, earliest)
         while (left := deadline - time.monotonic_ns()) > 0:
             time.sleep(left / 1e9)
         lateness[k] = time.monotonic_ns() - deadline
