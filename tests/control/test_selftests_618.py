@@ -245,7 +245,9 @@ def test_damos_quota(start_damond, tmp_path):
     assert len(wss_collected) >= 10, wss_collected
     assert max(wss_collected) <= sz_quota, wss_collected
     assert sz_quota in wss_collected, wss_collected  # the quota was reached, so it was kept
-    assert nr_quota_exceeds >= wss_collected.count(sz_quota)
+    # qt_exceeds counts a charge window when the next one begins (6.18 damos_adjust_quota):
+    # the window of the last pass read may still be open, so it may be one short
+    assert nr_quota_exceeds + 1 >= wss_collected.count(sz_quota)
 
 
 def test_damos_quota_goal(start_damond, tmp_path):
