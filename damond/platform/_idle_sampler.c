@@ -4,11 +4,13 @@
  * Why native: under emulation Python's fixed cost per sample (~2 ms) and per region dwarfs the
  * system calls themselves (issue 9). This module copies its inputs into C buffers, releases the
  * GIL and runs every sample of an aggregation interval in one loop: pick one address per region,
- * read its PFN from pagemap (one pread per sampled page), mark the pages idle (one pwrite per
- * group of bitmap words at most MAX_GAP_WORDS apart: the zero words in between change nothing),
- * sleep until the sample's deadline (CLOCK_MONOTONIC, absolute), then read the idle bits back
- * (one pread per run of consecutive needed words: never a wide span, since every idle-flagged
- * page in a word read costs the kernel a reverse-map walk).
+ * read the PFNs of PM_AHEAD samples at once from pagemap (sorted, close pages sharing a pread),
+ * mark the pages idle (one pwrite per group of bitmap words at most MAX_GAP_WORDS apart: the
+ * zero words in between change nothing), and read the idle bits back at least one interval
+ * later (one read per run of consecutive needed words: never a wide span, since every
+ * idle-flagged page in a word read costs the kernel a reverse-map walk). Samples are pipelined:
+ * sample k+1 is marked right before sample k is checked, so a sample costs one interval rather
+ * than an interval plus its work (see py_sample).
  *
  * The semantics are those of damond.ops.access_check.PageIdleCheck (and of the kernel's
  * damon_va_young()): the zero page is never accessed; a page absent at prepare is accessed iff
@@ -41,6 +43,9 @@
 #include <sys/syscall.h>
 
 #define MAX_GAP_WORDS 16       /* marks: words at most this far apart go in one pwrite */
+#define PM_GAP_PAGES 128       /* pagemap: sampled pages this close share one pread */
+#define PM_SPAN_PAGES 4096     /* ... of at most this many entries */
+#define PM_AHEAD 20            /* samples whose entries one prefetch reads (default: 100 ms) */
 #define PFN_MASK ((UINT64_C(1) << 55) - 1)
 #define PM_PRESENT (UINT64_C(1) << 63)
 #define KPF_COMPOUND_TAIL 16
@@ -308,6 +313,20 @@ struct wordref {
     uint32_t region;
 };
 
+/* One sample's pages of one target, from resolve() to check(). Two are in flight at once: the
+ * next sample's pages are marked just before this one's are checked (see py_sample). */
+struct set {
+    uint64_t *addr;
+    int64_t *pfn;
+    uint64_t *folio;
+    int large;
+    uint64_t *uwords, *ubits, *uvals; /* the bitmap words the sample needs, sorted, unique */
+    uint8_t *ularge;                  /* word holds a huge page's head */
+    uint8_t *ulate;                   /* word's mark waits for the previous sample's check */
+    uint32_t *widx;                   /* region -> its word */
+    Py_ssize_t nu, nlate;
+};
+
 struct target {
     int fd;
     Py_ssize_t n, nthp;
@@ -315,15 +334,11 @@ struct target {
     uint64_t ctr0;  /* PRNG counter of region 0 within a sample */
     uint8_t *hits;  /* output rows (nr_samples x n), zeroed by the caller */
     int err;
-    /* per-sample scratch */
-    uint64_t *addr;
-    int64_t *pfn;
-    uint64_t *folio;
-    int large;
-    struct wordref *refs;
-    uint64_t *uwords, *ubits, *uvals;
-    uint32_t *widx;
-    Py_ssize_t nu;
+    struct set sets[2];
+    struct wordref *refs; /* resolve()'s scratch */
+    /* addresses and pagemap entries of samples [pf_first, pf_first + pf_count), rows of n */
+    uint64_t *addrs, *entries;
+    uint64_t pf_first, pf_count, pf_cap;
     /* the check's reads, one per run of words */
     void **rbufs;
     uint32_t *rlens;
@@ -332,18 +347,34 @@ struct target {
     Py_ssize_t *rfirst, *rlast;
 };
 
+/* The words (and, for huge pages, PMD blocks of PFNs) of the sample still waiting for its
+ * check, over all targets: a mark landing on one of them would erase what the check is about
+ * to read (page_idle marks whole folios), so such marks wait until after the check. */
+struct pending {
+    uint64_t *words, *blocks, *lblocks; /* sorted, unique */
+    size_t nw, nb, nl;
+};
+
 struct shared {
     int bfd, kfd;
     int64_t zero_pfn;
     uint64_t seed, total;
-    uint64_t *buf; /* max_io_words */
+    uint64_t *buf;   /* max_io_words */
+    uint64_t *pmbuf; /* PM_SPAN_PAGES */
     struct plan *plan;
     struct ring *ring; /* NULL: the check reads with pread */
+    struct pending pend;
 };
 
 static int cmp_ref(const void *a, const void *b)
 {
     uint64_t x = ((const struct wordref *)a)->word, y = ((const struct wordref *)b)->word;
+    return (x > y) - (x < y);
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
     return (x > y) - (x < y);
 }
 
@@ -360,6 +391,31 @@ static int in_thp(const struct target *t, uint64_t a)
     return lo > 0 && a < t->thp_e[lo - 1];
 }
 
+static int has_u64(const uint64_t *v, size_t n, uint64_t x)
+{
+    size_t lo = 0, hi = n;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (v[mid] < x)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < n && v[lo] == x;
+}
+
+static size_t sort_unique(uint64_t *v, size_t n)
+{
+    if (n < 2)
+        return n;
+    qsort(v, n, 8, cmp_u64);
+    size_t m = 1;
+    for (size_t i = 1; i < n; i++)
+        if (v[i] != v[m - 1])
+            v[m++] = v[i];
+    return m;
+}
+
 /* A short pagemap read means "past the address-space limit" or "the mm is gone"; page 0 is
  * always below the limit, so EOF there means the process has exited. */
 static int gone(struct shared *s, struct target *t)
@@ -371,33 +427,98 @@ static int gone(struct shared *s, struct target *t)
     return r == 0 ? ESRCH : 0;
 }
 
-/* Pick addresses, read PFNs, mark them idle. Returns 0 or an errno. */
-static int prepare(struct shared *s, struct target *t, uint64_t k, const uint64_t *given)
+struct pageref {
+    uint64_t page, slot;
+};
+
+static int cmp_page(const void *a, const void *b)
 {
-    int shortread = 0;
-    t->large = 0;
-    for (Py_ssize_t i = 0; i < t->n; i++) {
-        uint64_t a = given ? given[i]
-                           : pick(s->seed, k * s->total + t->ctr0 + (uint64_t)i, t->starts[i],
-                                  t->ends[i]);
-        uint64_t e = 0;
-        t->addr[i] = a;
-        t->folio[i] = 1;
-        ssize_t r = rd(s->plan, t->fd, &e, 8, (a >> page_shift) << 3);
-        if (r < 0)
-            return (int)-r;
-        if (r < 8) {
-            shortread = 1;
-            t->pfn[i] = PFN_ABSENT;
-            continue;
+    uint64_t x = ((const struct pageref *)a)->page, y = ((const struct pageref *)b)->page;
+    return (x > y) - (x < y);
+}
+
+/* Pick the addresses of samples [k0, k0 + nr) and read their pagemap entries at once: sorted,
+ * pages at most PM_GAP_PAGES apart share one pread (under emulation a system call costs what
+ * ~300 entries of a longer read cost; read per sampled page, pagemap was the biggest share of a
+ * sample's work). An entry is then used up to PM_AHEAD samples later (one aggregation at the
+ * defaults): a page that moved or was freed meanwhile is checked where it was, as the design
+ * measured in issue 9 accepts; pages absent here are read again at their check. `given`
+ * (floor) holds the addresses. 0 or an errno. */
+static int prefetch(struct shared *s, struct target *t, uint64_t k0, uint64_t nr,
+                    const uint64_t *given)
+{
+    size_t m = (size_t)nr * (size_t)t->n;
+    struct pageref *refs = malloc((m ? m : 1) * sizeof(*refs));
+    if (!refs)
+        return ENOMEM;
+    t->pf_first = k0;
+    t->pf_count = nr;
+    for (uint64_t k = 0; k < nr; k++) {
+        for (Py_ssize_t i = 0; i < t->n; i++) {
+            size_t slot = (size_t)k * (size_t)t->n + (size_t)i;
+            uint64_t a = given ? given[slot]
+                               : pick(s->seed, (k0 + k) * s->total + t->ctr0 + (uint64_t)i,
+                                      t->starts[i], t->ends[i]);
+            t->addrs[slot] = a;
+            t->entries[slot] = 0;
+            refs[slot].page = a >> page_shift;
+            refs[slot].slot = slot;
         }
+    }
+    qsort(refs, m, sizeof(*refs), cmp_page);
+    int shortread = 0, err = 0;
+    for (size_t j = 0; j < m && !err;) {
+        uint64_t first = refs[j].page;
+        size_t e = j;
+        while (e + 1 < m && refs[e + 1].page - refs[e].page <= PM_GAP_PAGES &&
+               refs[e + 1].page - first < PM_SPAN_PAGES)
+            e++;
+        size_t len = (size_t)(refs[e].page - first + 1);
+        ssize_t r = rd(s->plan, t->fd, s->pmbuf, len * 8, first << 3);
+        if (r < 0) {
+            err = (int)-r;
+            break;
+        }
+        if ((size_t)r < len * 8)
+            shortread = 1;
+        for (size_t q = j; q <= e; q++) {
+            uint64_t off = refs[q].page - first;
+            if (off < (uint64_t)r / 8)
+                t->entries[refs[q].slot] = s->pmbuf[off];
+        }
+        j = e + 1;
+    }
+    free(refs);
+    if (!err && shortread)
+        err = gone(s, t);
+    return err;
+}
+
+/* Sample k's pages (from prefetch()): PFNs, huge pages, the bitmap words they need. 0 or an
+ * errno. */
+static int resolve(struct shared *s, struct target *t, struct set *st, uint64_t k,
+                   uint64_t nr_samples)
+{
+    st->large = 0;
+    if (k >= t->pf_first + t->pf_count) {
+        uint64_t nr = nr_samples - k < t->pf_cap ? nr_samples - k : t->pf_cap;
+        int err = prefetch(s, t, k, nr, NULL);
+        if (err)
+            return err;
+    }
+    for (Py_ssize_t i = 0; i < t->n; i++) {
+        size_t slot = (size_t)(k - t->pf_first) * (size_t)t->n + (size_t)i;
+        uint64_t a = t->addrs[slot], e = t->entries[slot];
+        st->addr[i] = a;
+        st->folio[i] = 1;
+        ssize_t r;
         if (!(e & PM_PRESENT)) {
-            t->pfn[i] = PFN_ABSENT;
+            st->pfn[i] = PFN_ABSENT;
             continue;
         }
         uint64_t p = e & PFN_MASK;
         if (p == 0 || (int64_t)p == s->zero_pfn) {
-            t->pfn[i] = PFN_UNTRACKABLE; /* zero page (or PFNs hidden: no CAP_SYS_ADMIN) */
+            st->pfn[i] = PFN_UNTRACKABLE; /* zero page (or PFNs hidden: no CAP_SYS_ADMIN) */
             continue;
         }
         if (t->nthp && s->kfd >= 0 && in_thp(t, a)) {
@@ -407,67 +528,110 @@ static int prepare(struct shared *s, struct target *t, uint64_t k, const uint64_
                 return (int)-r;
             if (r == 8 && (fl & HUGE_PART)) {
                 p -= (a >> page_shift) % pmd_pages;
-                t->folio[i] = pmd_pages;
-                t->large = 1;
+                st->folio[i] = pmd_pages;
+                st->large = 1;
             }
         }
-        t->pfn[i] = (int64_t)p;
-    }
-    if (shortread) {
-        int err = gone(s, t);
-        if (err)
-            return err;
+        st->pfn[i] = (int64_t)p;
     }
     Py_ssize_t m = 0;
     for (Py_ssize_t i = 0; i < t->n; i++) {
-        if (t->pfn[i] >= 0) {
-            t->refs[m].word = (uint64_t)t->pfn[i] >> 6;
+        if (st->pfn[i] >= 0) {
+            t->refs[m].word = (uint64_t)st->pfn[i] >> 6;
             t->refs[m].region = (uint32_t)i;
             m++;
         }
     }
     qsort(t->refs, (size_t)m, sizeof(*t->refs), cmp_ref);
-    t->nu = 0;
+    st->nu = 0;
+    st->nlate = 0;
     for (Py_ssize_t j = 0; j < m; j++) {
         if (j == 0 || t->refs[j].word != t->refs[j - 1].word) {
-            t->uwords[t->nu] = t->refs[j].word;
-            t->ubits[t->nu] = 0;
-            t->nu++;
+            st->uwords[st->nu] = t->refs[j].word;
+            st->ubits[st->nu] = 0;
+            st->ularge[st->nu] = 0;
+            st->ulate[st->nu] = 0;
+            st->nu++;
         }
         uint32_t i = t->refs[j].region;
-        t->ubits[t->nu - 1] |= UINT64_C(1) << ((uint64_t)t->pfn[i] & 63);
-        t->widx[i] = (uint32_t)(t->nu - 1);
-    }
-    for (Py_ssize_t j = 0; j < t->nu;) {
-        uint64_t first = t->uwords[j];
-        Py_ssize_t e = j;
-        while (e + 1 < t->nu && t->uwords[e + 1] - t->uwords[e] <= MAX_GAP_WORDS &&
-               t->uwords[e + 1] - first < max_io_words)
-            e++;
-        size_t len = (size_t)(t->uwords[e] - first + 1);
-        memset(s->buf, 0, len * 8);
-        for (Py_ssize_t q = j; q <= e; q++)
-            s->buf[t->uwords[q] - first] = t->ubits[q];
-        int err = wr(s->plan, s->bfd, s->buf, len * 8, first << 3);
-        if (err)
-            return -err;
-        j = e + 1;
+        st->ubits[st->nu - 1] |= UINT64_C(1) << ((uint64_t)st->pfn[i] & 63);
+        st->ularge[st->nu - 1] |= st->folio[i] > 1;
+        st->widx[i] = (uint32_t)(st->nu - 1);
     }
     return 0;
 }
 
-/* Read the idle bits back into row. Returns 0 or an errno. */
-static int check(struct shared *s, struct target *t, uint8_t *row)
+/* Which of st's words must wait for the pending sample's check: the same word, or the same
+ * PMD block of PFNs where either side is a huge page. Returns how many. */
+static Py_ssize_t find_late(const struct pending *pd, struct set *st)
+{
+    st->nlate = 0;
+    for (Py_ssize_t j = 0; j < st->nu; j++) {
+        uint64_t w = st->uwords[j], b = w >> 3; /* 64 PFNs a word, 512 a PMD */
+        st->ulate[j] = has_u64(pd->words, pd->nw, w) || has_u64(pd->lblocks, pd->nl, b) ||
+                       (st->ularge[j] && has_u64(pd->blocks, pd->nb, b));
+        st->nlate += st->ulate[j];
+    }
+    return st->nlate;
+}
+
+/* Mark st's pages idle: the words whose ulate equals late, one pwrite per group of words at
+ * most MAX_GAP_WORDS apart (the zero words in between change nothing). 0 or an errno. */
+static int mark(struct shared *s, struct set *st, int late)
+{
+    Py_ssize_t j = 0;
+    while (j < st->nu && st->ulate[j] != late)
+        j++;
+    while (j < st->nu) {
+        uint64_t first = st->uwords[j];
+        Py_ssize_t e = j, q = j + 1;
+        for (; q < st->nu; q++) {
+            if (st->ulate[q] != late)
+                continue;
+            if (st->uwords[q] - st->uwords[e] > MAX_GAP_WORDS ||
+                st->uwords[q] - first >= max_io_words)
+                break;
+            e = q;
+        }
+        size_t len = (size_t)(st->uwords[e] - first + 1);
+        memset(s->buf, 0, len * 8);
+        for (Py_ssize_t r = j; r <= e; r++)
+            if (st->ulate[r] == late)
+                s->buf[st->uwords[r] - first] = st->ubits[r];
+        int err = wr(s->plan, s->bfd, s->buf, len * 8, first << 3);
+        if (err)
+            return -err;
+        j = q;
+        while (j < st->nu && st->ulate[j] != late)
+            j++;
+    }
+    return 0;
+}
+
+/* resolve + mark everything: one sample's prepare step (floor() replays it) */
+static int prepare(struct shared *s, struct target *t, struct set *st, uint64_t k)
+{
+    int err = resolve(s, t, st, k, t->pf_first + t->pf_count);
+    return err ? err : mark(s, st, 0);
+}
+
+/* Read back the idle bits of st's words whose ulate equals late: one read per run of
+ * consecutive such words, all in one io_uring submission where there is a ring. */
+static int read_words(struct shared *s, struct target *t, struct set *st, int late)
 {
     size_t nr = 0;
-    for (Py_ssize_t j = 0; j < t->nu;) {
+    for (Py_ssize_t j = 0; j < st->nu;) {
+        if (st->ulate[j] != late) {
+            j++;
+            continue;
+        }
         Py_ssize_t e = j;
-        while (e + 1 < t->nu && t->uwords[e + 1] == t->uwords[e] + 1 &&
-               (uint64_t)(e + 1 - j) < max_io_words)
+        while (e + 1 < st->nu && st->ulate[e + 1] == late &&
+               st->uwords[e + 1] == st->uwords[e] + 1 && (uint64_t)(e + 1 - j) < max_io_words)
             e++;
-        t->rbufs[nr] = t->uvals + j;
+        t->rbufs[nr] = st->uvals + j;
         t->rlens[nr] = (uint32_t)(e - j + 1) * 8;
-        t->roffs[nr] = t->uwords[j] << 3;
+        t->roffs[nr] = st->uwords[j] << 3;
         t->rfirst[nr] = j;
         t->rlast[nr] = e;
         nr++;
@@ -488,17 +652,24 @@ static int check(struct shared *s, struct target *t, uint8_t *row)
         if (t->rres[q] < 0)
             return -t->rres[q];
         for (Py_ssize_t w = t->rfirst[q] + t->rres[q] / 8; w <= t->rlast[q]; w++)
-            t->uvals[w] = ~UINT64_C(0); /* beyond the max PFN: reads as still idle */
+            st->uvals[w] = ~UINT64_C(0); /* beyond the max PFN: reads as still idle */
     }
+    return 0;
+}
+
+/* The sample's answers from the bits read back (and pagemap, for pages absent at prepare) into
+ * row. Returns 0 or an errno. */
+static int evaluate(struct shared *s, struct target *t, struct set *st, uint8_t *row)
+{
     int shortread = 0;
     for (Py_ssize_t i = 0; i < t->n; i++) {
-        int64_t p = t->pfn[i];
+        int64_t p = st->pfn[i];
         if (p == PFN_UNTRACKABLE) {
             row[i] = 0;
         } else if (p == PFN_ABSENT) {
             /* not mapped at prepare: accessed iff a real page was faulted in since */
             uint64_t e = 0;
-            ssize_t r = rd(s->plan, t->fd, &e, 8, (t->addr[i] >> page_shift) << 3);
+            ssize_t r = rd(s->plan, t->fd, &e, 8, (st->addr[i] >> page_shift) << 3);
             if (r < 0)
                 return (int)-r;
             if (r < 8)
@@ -506,7 +677,7 @@ static int check(struct shared *s, struct target *t, uint8_t *row)
             uint64_t q = e & PFN_MASK;
             row[i] = r == 8 && (e & PM_PRESENT) && q != 0 && (int64_t)q != s->zero_pfn;
         } else {
-            row[i] = !((t->uvals[t->widx[i]] >> ((uint64_t)p & 63)) & 1);
+            row[i] = !((st->uvals[st->widx[i]] >> ((uint64_t)p & 63)) & 1);
         }
     }
     if (shortread) {
@@ -514,18 +685,18 @@ static int check(struct shared *s, struct target *t, uint8_t *row)
         if (err)
             return err;
     }
-    if (t->large) {
+    if (st->large) {
         /* the kernel's same-folio cache (damon_va_check_accesses()) */
         int have = 0;
         uint64_t base = 0, size = 0;
         uint8_t last = 0;
         for (Py_ssize_t i = 0; i < t->n; i++) {
-            uint64_t a = t->addr[i];
+            uint64_t a = st->addr[i];
             if (have && a - a % size == base) {
                 row[i] = last;
                 continue;
             }
-            size = t->folio[i] << page_shift;
+            size = st->folio[i] << page_shift;
             base = a - a % size;
             last = row[i];
             have = 1;
@@ -534,25 +705,60 @@ static int check(struct shared *s, struct target *t, uint8_t *row)
     return 0;
 }
 
-static int target_alloc(struct target *t)
+/* Read the idle bits back into row (floor's pass: no late words). 0 or an errno. */
+static int check(struct shared *s, struct target *t, struct set *st, uint8_t *row)
+{
+    int err = read_words(s, t, st, 0);
+    if (!err && st->nlate)
+        err = read_words(s, t, st, 1);
+    return err ? err : evaluate(s, t, st, row);
+}
+
+static int set_alloc(struct set *st, size_t n)
+{
+    st->addr = malloc(n * 8);
+    st->pfn = malloc(n * 8);
+    st->folio = malloc(n * 8);
+    st->uwords = malloc(n * 8);
+    st->ubits = malloc(n * 8);
+    st->uvals = malloc(n * 8);
+    st->ularge = malloc(n);
+    st->ulate = malloc(n);
+    st->widx = malloc(n * 4);
+    return st->addr && st->pfn && st->folio && st->uwords && st->ubits && st->uvals &&
+           st->ularge && st->ulate && st->widx;
+}
+
+static void set_free(struct set *st)
+{
+    free(st->addr);
+    free(st->pfn);
+    free(st->folio);
+    free(st->uwords);
+    free(st->ubits);
+    free(st->uvals);
+    free(st->ularge);
+    free(st->ulate);
+    free(st->widx);
+}
+
+static int target_alloc(struct target *t, uint64_t rows)
 {
     size_t n = t->n ? (size_t)t->n : 1;
-    t->addr = malloc(n * 8);
-    t->pfn = malloc(n * 8);
-    t->folio = malloc(n * 8);
+    t->pf_cap = rows ? rows : 1;
+    size_t all = n * (size_t)t->pf_cap;
+    t->addrs = malloc(all * 8);
+    t->entries = malloc(all * 8);
+    int ok = set_alloc(&t->sets[0], n) & set_alloc(&t->sets[1], n);
     t->refs = malloc(n * sizeof(*t->refs));
-    t->uwords = malloc(n * 8);
-    t->ubits = malloc(n * 8);
-    t->uvals = malloc(n * 8);
-    t->widx = malloc(n * 4);
     t->rbufs = malloc(n * sizeof(void *));
     t->rlens = malloc(n * 4);
     t->roffs = malloc(n * 8);
     t->rres = malloc(n * 4);
     t->rfirst = malloc(n * sizeof(Py_ssize_t));
     t->rlast = malloc(n * sizeof(Py_ssize_t));
-    return t->addr && t->pfn && t->folio && t->refs && t->uwords && t->ubits && t->uvals &&
-           t->widx && t->rbufs && t->rlens && t->roffs && t->rres && t->rfirst && t->rlast;
+    return ok && t->addrs && t->entries && t->refs && t->rbufs && t->rlens && t->roffs && t->rres && t->rfirst &&
+           t->rlast;
 }
 
 static void target_free(struct target *t)
@@ -561,20 +767,69 @@ static void target_free(struct target *t)
     free(t->ends);
     free(t->thp_s);
     free(t->thp_e);
-    free(t->addr);
-    free(t->pfn);
-    free(t->folio);
+    set_free(&t->sets[0]);
+    set_free(&t->sets[1]);
+    free(t->addrs);
+    free(t->entries);
     free(t->refs);
-    free(t->uwords);
-    free(t->ubits);
-    free(t->uvals);
-    free(t->widx);
     free(t->rbufs);
     free(t->rlens);
     free(t->roffs);
     free(t->rres);
     free(t->rfirst);
     free(t->rlast);
+}
+
+/* ---- the pipelined batch ---------------------------------------------------------------- */
+
+/* Set `which` of every live target becomes the pending one (marked, not yet checked). */
+static void pending_build(struct shared *s, struct target *ts, Py_ssize_t nt, int which)
+{
+    struct pending *pd = &s->pend;
+    pd->nw = pd->nb = pd->nl = 0;
+    for (Py_ssize_t j = 0; j < nt; j++) {
+        struct set *st = &ts[j].sets[which];
+        if (ts[j].err)
+            continue;
+        for (Py_ssize_t q = 0; q < st->nu; q++) {
+            pd->words[pd->nw++] = st->uwords[q];
+            pd->blocks[pd->nb++] = st->uwords[q] >> 3;
+            if (st->ularge[q])
+                pd->lblocks[pd->nl++] = st->uwords[q] >> 3;
+        }
+    }
+    pd->nw = sort_unique(pd->words, pd->nw);
+    pd->nb = sort_unique(pd->blocks, pd->nb);
+    pd->nl = sort_unique(pd->lblocks, pd->nl);
+}
+
+static Py_ssize_t resolve_all(struct shared *s, struct target *ts, Py_ssize_t nt, int which,
+                              uint64_t k, uint64_t nr_samples)
+{
+    Py_ssize_t alive = 0;
+    for (Py_ssize_t j = 0; j < nt; j++) {
+        if (ts[j].err)
+            continue;
+        ts[j].err = resolve(s, &ts[j], &ts[j].sets[which], k, nr_samples);
+        alive += !ts[j].err;
+    }
+    return alive;
+}
+
+static void mark_all(struct shared *s, struct target *ts, Py_ssize_t nt, int which, int late)
+{
+    for (Py_ssize_t j = 0; j < nt; j++) {
+        struct set *st = &ts[j].sets[which];
+        if (!ts[j].err && (!late || st->nlate))
+            ts[j].err = mark(s, st, late);
+    }
+}
+
+static void sleep_until(int64_t when)
+{
+    struct timespec ts = {when / 1000000000, when % 1000000000};
+    while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR)
+        ;
 }
 
 /* ---- argument plumbing ------------------------------------------------------------------ */
@@ -654,7 +909,8 @@ static PyObject *py_sample(PyObject *self, PyObject *args)
     struct ring ring = {.fd = -1};
     int uring_errno = EOPNOTSUPP;
     s.buf = malloc(max_io_words * 8);
-    if (!ts || !hb || !s.buf) {
+    s.pmbuf = malloc(PM_SPAN_PAGES * 8);
+    if (!ts || !hb || !s.buf || !s.pmbuf) {
         PyErr_NoMemory();
         goto out;
     }
@@ -688,7 +944,7 @@ static PyObject *py_sample(PyObject *self, PyObject *args)
         }
         t->ctr0 = s.total;
         s.total += (uint64_t)t->n;
-        if (!target_alloc(t)) {
+        if (!target_alloc(t, nr_samples < PM_AHEAD ? nr_samples : PM_AHEAD)) {
             PyErr_NoMemory();
             goto out;
         }
@@ -725,45 +981,89 @@ static PyObject *py_sample(PyObject *self, PyObject *args)
     int64_t *lateness = lat.buf;
     uint64_t done = 0, overruns = 0;
 
+    size_t npend = s.total ? (size_t)s.total : 1;
+    s.pend.words = malloc(npend * 8);
+    s.pend.blocks = malloc(npend * 8);
+    s.pend.lblocks = malloc(npend * 8);
+    if (!s.pend.words || !s.pend.blocks || !s.pend.lblocks) {
+        PyErr_NoMemory();
+        goto out;
+    }
+
+    /* The pipeline: sample k+1's pages are marked idle just before sample k's are checked, so
+     * each sample's window (mark to check) spans the sampling interval while the work of the
+     * next one runs inside it, as the kernel's windows hold its kdamond's own work. A sample
+     * costs one interval, not an interval plus the work, while the work fits in an interval.
+     * A sample is marked at one tick of the schedule and checked at the next, so its window is
+     * one interval give or take the wake-ups' jitter (the kernel's kdamond sleeps one interval
+     * between prepare and check, with its own jitter); the first sample of a batch is checked
+     * a whole interval after its marks. A mark of sample k+1 that lands on a word or huge page
+     * sample k still has to read waits until after that check (late); late words are read
+     * after the others at the next tick, so they too get about one interval. No second sleep
+     * per tick: it would add a wake-up's latency (ms under emulation) to every sample. */
     Py_BEGIN_ALLOW_THREADS
     int64_t deadline = first_deadline;
-    for (uint64_t k = 0; k < nr_samples; k++) {
-        if (stop && stop[0])
-            break;
-        /* the window: pages marked idle from here on are checked no sooner than one interval
-         * later, as the kernel's kdamond sleeps a whole interval between its prepare and
-         * check steps. A schedule tighter than that (the last check and this prepare ate
-         * into the interval) is moved; the kernel's own cycle is interval + its work. */
-        int64_t earliest = mono_ns() + (int64_t)interval;
-        Py_ssize_t alive = 0;
-        for (Py_ssize_t j = 0; j < nt; j++) {
-            struct target *t = &ts[j];
-            if (t->err)
-                continue;
-            t->err = prepare(&s, t, k, NULL);
-            alive += !t->err;
-        }
-        if (nt && !alive)
-            break;
+    int64_t marked0 = 0;
+    int late[2] = {0, 0};
+    Py_ssize_t alive = 0;
+    if (nr_samples && !(stop && stop[0])) {
+        alive = resolve_all(&s, ts, nt, 0, 0, nr_samples);
+        mark_all(&s, ts, nt, 0, 0);
+        marked0 = mono_ns();
+        if (nr_samples > 1)
+            alive = resolve_all(&s, ts, nt, 1, 1, nr_samples);
         int64_t now = mono_ns();
         if (now > deadline)
             overruns++;
-        if (deadline < earliest)
-            deadline = earliest;
-        struct timespec ts_dl = {deadline / 1000000000, deadline % 1000000000};
-        while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts_dl, NULL) == EINTR)
-            ;
+        if (deadline < marked0 + (int64_t)interval)
+            deadline = marked0 + (int64_t)interval;
+    }
+    for (uint64_t k = 0; k < nr_samples; k++) {
+        if ((stop && stop[0]) || (nt && !alive))
+            break;
+        int a = (int)(k & 1), b = a ^ 1;
+        int next = k + 1 < nr_samples;
+        int64_t now = mono_ns();
+        if (k && now > deadline) { /* the work overran the interval: restart from now */
+            overruns++;
+            deadline = now;
+        }
+        sleep_until(deadline);
         lateness[k] = mono_ns() - deadline;
+        if (next) {
+            pending_build(&s, ts, nt, a);
+            late[b] = 0;
+            for (Py_ssize_t j = 0; j < nt; j++)
+                if (!ts[j].err && find_late(&s.pend, &ts[j].sets[b]))
+                    late[b] = 1;
+            mark_all(&s, ts, nt, b, 0);
+        }
+        /* the words marked on time first, then those marked late (after the last check), so
+         * that both kinds are checked about one interval after their marks */
+        for (int pass = 0; pass < 2; pass++) {
+            for (Py_ssize_t j = 0; j < nt; j++) {
+                struct target *t = &ts[j];
+                if (!t->err && (!pass || t->sets[a].nlate))
+                    t->err = read_words(&s, t, &t->sets[a], pass);
+            }
+        }
+        alive = 0;
         for (Py_ssize_t j = 0; j < nt; j++) {
             struct target *t = &ts[j];
-            if (t->err)
-                continue;
             uint8_t *row = t->hits + k * (uint64_t)t->n;
-            t->err = check(&s, t, row);
-            if (t->err)
+            if (!t->err)
+                t->err = evaluate(&s, t, &t->sets[a], row);
+            if (t->err) {
                 memset(row, 0, (size_t)t->n);
+                continue;
+            }
+            alive++;
         }
         done = k + 1;
+        if (next && late[b])
+            mark_all(&s, ts, nt, b, 1);
+        if (k + 2 < nr_samples)
+            alive = resolve_all(&s, ts, nt, a, k + 2, nr_samples);
         deadline += (int64_t)interval;
     }
     Py_END_ALLOW_THREADS
@@ -789,6 +1089,10 @@ out:
     free(ts);
     free(hb);
     free(s.buf);
+    free(s.pmbuf);
+    free(s.pend.words);
+    free(s.pend.blocks);
+    free(s.pend.lblocks);
     Py_DECREF(tseq);
     Py_DECREF(hseq);
     return result;
@@ -833,6 +1137,7 @@ static PyObject *py_floor(PyObject *self, PyObject *args)
     struct shared s = {.bfd = bfd, .kfd = -1, .zero_pfn = zero_pfn, .plan = &plan};
     struct ring ring = {.fd = -1};
     s.buf = malloc(max_io_words * 8);
+    s.pmbuf = malloc(PM_SPAN_PAGES * 8);
     uint8_t *row = malloc(t.n ? (size_t)t.n : 1);
     uint64_t *scratch = malloc(max_io_words * 8);
     size_t nmax = (size_t)(t.n ? t.n : 1);
@@ -841,7 +1146,8 @@ static PyObject *py_floor(PyObject *self, PyObject *args)
     uint64_t *offs = malloc(nmax * 8);
     int32_t *res = malloc(nmax * 4);
     PyObject *result = NULL;
-    if (!s.buf || !row || !scratch || !bufs || !lens || !offs || !res || !target_alloc(&t)) {
+    if (!s.buf || !row || !scratch || !bufs || !lens || !offs || !res || !s.pmbuf ||
+        !target_alloc(&t, (uint64_t)nr_samples)) {
         PyErr_NoMemory();
         goto out;
     }
@@ -859,10 +1165,11 @@ static PyObject *py_floor(PyObject *self, PyObject *args)
     int err = 0;
     int64_t c0 = 0, w0 = 0, c1 = 0, w1 = 0;
     Py_BEGIN_ALLOW_THREADS
+    err = prefetch(&s, &t, 0, (uint64_t)nr_samples, addrs);
     for (Py_ssize_t k = 0; k < nr_samples && !err; k++) {
-        err = prepare(&s, &t, (uint64_t)k, addrs + k * t.n);
+        err = prepare(&s, &t, &t.sets[0], (uint64_t)k);
         if (!err)
-            err = check(&s, &t, row);
+            err = check(&s, &t, &t.sets[0], row);
     }
     if (!err && !plan.oom) {
         w0 = mono_ns();
@@ -905,6 +1212,7 @@ out:
     t.starts = t.ends = t.thp_s = t.thp_e = NULL;
     target_free(&t);
     free(s.buf);
+    free(s.pmbuf);
     free(row);
     free(scratch);
     free(addrs);

@@ -9,11 +9,18 @@ order, except that the native check submits its bitmap reads as one io_uring bat
 kernel allows it) for machines where the extension did not build.
 
 Per sample ``k``, per target, per region: one address uniform in ``[start, end)`` (splitmix64 on
-the counter ``k * total_regions + index``, seeded by ``seed``); its PFN from pagemap (one
-``pread`` per sampled page); the pages marked idle with one ``pwrite`` per group of bitmap words
-at most ``MAX_GAP_WORDS`` apart (the zero words in between change nothing); a sleep until the
-sample's deadline; the idle bits read back with one ``pread`` per run of consecutive needed words
-(never a wide span: each idle-flagged page in a word read costs the kernel an rmap walk).
+the counter ``k * total_regions + index``, seeded by ``seed``); its PFN from pagemap, read for
+``PM_AHEAD`` samples at once (sorted; pages at most ``PM_GAP_PAGES`` apart share one ``pread``);
+the pages marked idle with one ``pwrite`` per group of bitmap words at most ``MAX_GAP_WORDS``
+apart (the zero words in between change nothing); the idle bits read back, at least one
+interval after the marks, with one ``pread`` per run of consecutive needed words (never a wide
+span: each idle-flagged page in a word read costs the kernel an rmap walk).
+
+The samples are pipelined: sample ``k+1``'s pages are marked right before sample ``k``'s are
+checked, so one sample costs one interval (not an interval plus its work) while the work fits
+in it. A mark that would land on a bitmap word (or a huge page's PMD block) that the pending
+check still has to read waits until after that check (it would erase what the check reads:
+page_idle marks whole folios).
 Accessed means the idle bit was cleared. As ``damond.ops.access_check.PageIdleCheck`` and the
 kernel's ``damon_va_young()`` (v6.12): the zero page is never accessed; a page absent at prepare
 is accessed iff a real page (not the zero page) is present at check; in THP-eligible areas a huge
@@ -21,10 +28,12 @@ page is marked and read at its head PFN (with ``kpageflags_fd`` -1, at the sampl
 and a region sampled in the same folio as the previous region reuses that result. A present
 page whose PFN reads 0 (no CAP_SYS_ADMIN) is never accessed rather than checked at PFN 0.
 
-Deadlines are CLOCK_MONOTONIC ns: ``deadline_0 = first_deadline_ns``, then ``+ interval_ns``;
-a check is never due sooner than one interval after its sample's marking began (the kernel's
-kdamond sleeps a whole interval between them), which moves the schedule when the work leaves no
-room; a deadline already past when the sleep would begin counts an overrun.
+Deadlines are CLOCK_MONOTONIC ns: ``deadline_0 = first_deadline_ns`` (moved to one interval
+after the first marks when sooner), then ``+ interval_ns``; a sample is marked at one deadline
+and checked at the next, so its window is one interval give or take wake-up jitter (the
+kernel's kdamond sleeps one interval between prepare and check); late words are read after the
+others, so they too get about one interval; a deadline already past when the sleep would begin
+counts an overrun and the schedule restarts from then.
 """
 
 from __future__ import annotations
@@ -52,6 +61,9 @@ else:
     WHY = "the C extension damond.platform._idle_sampler loaded (runs without the GIL)"
 
 MAX_GAP_WORDS = 16
+PM_GAP_PAGES = 128  # pagemap: sampled pages this close share one pread ...
+PM_SPAN_PAGES = 4096  # ... of at most this many entries
+PM_AHEAD = 20  # samples whose entries one prefetch reads
 MAX_IO_WORDS = PAGE_SIZE // 8  # sysfs moves at most one page per call
 PMD_PAGES = PAGE_SIZE // 8
 _PFN_MASK = (1 << 55) - 1
@@ -240,21 +252,44 @@ def _check_gone(fd: int) -> None:
 
 
 class _State:
-    __slots__ = ("addrs", "pfns", "folio", "large", "words")
+    """One sample's pages of one target, from ``_resolve`` to ``_check``."""
+
+    __slots__ = ("addrs", "pfns", "folio", "large", "words", "bits", "huge", "late", "vals")
 
 
-def _prepare(t: tuple, addrs: list[int], bfd: int, kfd: int, zero: int) -> _State:
-    fd, _, _, thp_s, thp_e = t
+def _prefetch(fd: int, addrs: list[int]) -> list[int]:
+    """The pagemap entries of all of a batch's addresses (the C ``prefetch()``): sorted pages
+    at most ``PM_GAP_PAGES`` apart share one pread of at most ``PM_SPAN_PAGES`` entries."""
+    order = sorted(range(len(addrs)), key=lambda q: addrs[q] >> PAGE_SHIFT)
+    entries = [0] * len(addrs)
+    short = False
+    j = 0
+    while j < len(order):
+        first = addrs[order[j]] >> PAGE_SHIFT
+        e = j
+        while e + 1 < len(order) and \
+                (addrs[order[e + 1]] >> PAGE_SHIFT) - (addrs[order[e]] >> PAGE_SHIFT) \
+                <= PM_GAP_PAGES and (addrs[order[e + 1]] >> PAGE_SHIFT) - first < PM_SPAN_PAGES:
+            e += 1
+        n = (addrs[order[e]] >> PAGE_SHIFT) - first + 1
+        raw = _pread(fd, n * 8, first << 3)
+        short |= len(raw) < n * 8
+        for q in order[j:e + 1]:
+            off = ((addrs[q] >> PAGE_SHIFT) - first) * 8
+            if off + 8 <= len(raw):
+                entries[q] = int.from_bytes(raw[off:off + 8], _ORDER)
+        j = e + 1
+    if short:
+        _check_gone(fd)
+    return entries
+
+
+def _resolve(t: tuple, addrs: list[int], entries: list[int], kfd: int, zero: int) -> _State:
+    _, _, _, thp_s, thp_e = t
     pfns, folio = [], []
-    short = large = False
-    for a in addrs:
+    large = False
+    for a, e in zip(addrs, entries, strict=True):
         folio.append(1)
-        raw = _pread(fd, 8, (a >> PAGE_SHIFT) << 3)
-        if len(raw) < 8:
-            short = True
-            pfns.append(_ABSENT)
-            continue
-        e = int.from_bytes(raw, _ORDER)
         if not e & _PRESENT:
             pfns.append(_ABSENT)
             continue
@@ -271,31 +306,54 @@ def _prepare(t: tuple, addrs: list[int], bfd: int, kfd: int, zero: int) -> _Stat
                     folio[-1] = PMD_PAGES
                     large = True
         pfns.append(p)
-    if short:
-        _check_gone(fd)
-    words: dict[int, int] = {}
-    for p in pfns:
+    bits: dict[int, int] = {}
+    huge: set[int] = set()
+    for p, f in zip(pfns, folio, strict=True):
         if p >= 0:
-            words[p >> 6] = words.get(p >> 6, 0) | (1 << (p & 63))
-    uw = sorted(words)
+            bits[p >> 6] = bits.get(p >> 6, 0) | (1 << (p & 63))
+            if f > 1:
+                huge.add(p >> 6)
+    st = _State()
+    st.addrs, st.pfns, st.folio, st.large = addrs, pfns, folio, large
+    st.words, st.bits, st.huge, st.late, st.vals = sorted(bits), bits, huge, set(), {}
+    return st
+
+
+class _Pending:
+    """The words (and PMD blocks of huge pages) of the sample still waiting for its check."""
+
+    def __init__(self, states: list[_State]) -> None:
+        self.words = {w for st in states for w in st.words}
+        self.blocks = {w >> 3 for w in self.words}
+        self.huge_blocks = {w >> 3 for st in states for w in st.huge}
+
+    def find_late(self, st: _State) -> bool:
+        st.late = {w for w in st.words if w in self.words or w >> 3 in self.huge_blocks
+                   or (w in st.huge and w >> 3 in self.blocks)}
+        return bool(st.late)
+
+
+def _mark(st: _State, bfd: int, late: bool) -> None:
+    """One pwrite per group of words at most MAX_GAP_WORDS apart, over the words whose
+    lateness is ``late``."""
+    uw = [w for w in st.words if (w in st.late) == late]
     j = 0
     while j < len(uw):
         first, e = uw[j], j
         while e + 1 < len(uw) and uw[e + 1] - uw[e] <= MAX_GAP_WORDS \
                 and uw[e + 1] - first < MAX_IO_WORDS:
             e += 1
-        data = b"".join(words.get(w, 0).to_bytes(8, _ORDER) for w in range(first, uw[e] + 1))
+        group = set(uw[j:e + 1])
+        data = b"".join(st.bits[w].to_bytes(8, _ORDER) if w in group else bytes(8)
+                        for w in range(first, uw[e] + 1))
         _pwrite(bfd, data, first << 3)
         j = e + 1
-    st = _State()
-    st.addrs, st.pfns, st.folio, st.large, st.words = addrs, pfns, folio, large, uw
-    return st
 
 
-def _check(t: tuple, st: _State, bfd: int, zero: int) -> list[bool]:
-    fd = t[0]
-    uw = st.words
-    vals: dict[int, int] = {}
+def _read_words(st: _State, bfd: int, late: bool) -> None:
+    """Read back the bits of the words whose lateness is ``late`` (into ``st.vals``): one
+    pread per run of consecutive such words."""
+    uw = [w for w in st.words if (w in st.late) == late]
     j = 0
     while j < len(uw):
         e = j
@@ -305,8 +363,13 @@ def _check(t: tuple, st: _State, bfd: int, zero: int) -> list[bool]:
         for q in range(j, e + 1):
             off = (q - j) * 8
             chunk = raw[off:off + 8]
-            vals[uw[q]] = int.from_bytes(chunk, _ORDER) if len(chunk) == 8 else _ALL_ONES
+            st.vals[uw[q]] = int.from_bytes(chunk, _ORDER) if len(chunk) == 8 else _ALL_ONES
         j = e + 1
+
+
+def _evaluate(t: tuple, st: _State, zero: int) -> list[bool]:
+    fd = t[0]
+    vals = st.vals
     row = []
     short = False
     for a, p in zip(st.addrs, st.pfns, strict=True):
@@ -338,6 +401,7 @@ def _check(t: tuple, st: _State, bfd: int, zero: int) -> list[bool]:
 
 def _python_sample(arrays, hits, lateness, stop, bfd, kfd, zero, nr_samples, interval_ns,
                    first_deadline_ns, seed) -> tuple[int, int, list[int]]:
+    """The C loop's pipeline, step for step (see ``py_sample`` in ``_idle_sampler.c``)."""
     sizes = [len(a[1]) for a in arrays]
     offsets = np.concatenate(([0], np.cumsum(sizes))).astype(int).tolist()
     total = offsets[-1]
@@ -345,40 +409,97 @@ def _python_sample(arrays, hits, lateness, stop, bfd, kfd, zero, nr_samples, int
     all_e = np.concatenate([a[2] for a in arrays]) if arrays else np.zeros(0, np.uint64)
     targets = [(a[0], None, None, a[3].tolist(), a[4].tolist()) for a in arrays]
     errs = [0] * len(arrays)
-    states: list[_State | None] = [None] * len(arrays)
+    sets: list[list[_State | None]] = [[None] * len(arrays), [None] * len(arrays)]
+    clock = time.monotonic_ns
+
+    rows: dict[int, list[int]] = {}  # sample -> its addresses, for PM_AHEAD samples at a time
+    entries: list[dict[int, list[int]]] = [{} for _ in targets]  # per target, per sample
+
+    def prefetch(j: int, k0: int) -> None:
+        ks = range(k0, min(nr_samples, k0 + PM_AHEAD))
+        for k in [k for k in rows if k < k0 - 2]:
+            del rows[k]
+        for k in ks:
+            if k not in rows:
+                rows[k] = pick_addrs(all_s, all_e, seed, k * total).tolist()
+        flat = [a for k in ks for a in rows[k][offsets[j]:offsets[j + 1]]]
+        got = _prefetch(targets[j][0], flat)
+        n = sizes[j]
+        entries[j] = {k: got[(k - k0) * n:(k - k0 + 1) * n] for k in ks}
+
+    def resolve(which: int, k: int) -> int:
+        for j, t in enumerate(targets):
+            if not errs[j]:
+                try:
+                    if k not in entries[j]:
+                        prefetch(j, k)
+                    sets[which][j] = _resolve(t, rows[k][offsets[j]:offsets[j + 1]],
+                                              entries[j][k], kfd, zero)
+                except _Failed as f:
+                    errs[j] = f.err
+        return errs.count(0)
+
+    def mark(which: int, late: bool) -> None:
+        for j, st in enumerate(sets[which]):
+            if not errs[j] and (not late or st.late):
+                try:
+                    _mark(st, bfd, late)
+                except _Failed as f:
+                    errs[j] = f.err
+
+    def sleep_until(when: int) -> None:
+        while (left := when - clock()) > 0:
+            time.sleep(left / 1e9)
+
     deadline = first_deadline_ns
-    done = overruns = 0
+    done = overruns = alive = 0
+    late = [False, False]
+    if nr_samples and not (stop is not None and stop[0]):
+        alive = resolve(0, 0)
+        mark(0, False)
+        marked0 = clock()
+        if nr_samples > 1:
+            alive = resolve(1, 1)
+        if clock() > deadline:
+            overruns += 1
+        deadline = max(deadline, marked0 + interval_ns)
     for k in range(nr_samples):
-        if stop is not None and stop[0]:
+        if (stop is not None and stop[0]) or (targets and not alive):
             break
-        # the window: checked no sooner than one interval after the marking began (as the C
-        # sampler and the kernel's kdamond)
-        earliest = time.monotonic_ns() + interval_ns
-        addrs = pick_addrs(all_s, all_e, seed, k * total).tolist()
+        a, b = k & 1, (k & 1) ^ 1
+        nxt = k + 1 < nr_samples
+        if k and clock() > deadline:  # the work overran the interval: restart from now
+            overruns += 1
+            deadline = clock()
+        sleep_until(deadline)
+        lateness[k] = clock() - deadline
+        if nxt:
+            pending = _Pending([st for j, st in enumerate(sets[a]) if not errs[j]])
+            late[b] = False
+            for j, st in enumerate(sets[b]):
+                if not errs[j] and pending.find_late(st):
+                    late[b] = True
+            mark(b, False)
+        for late_pass in (False, True):  # the words marked on time, then the late ones
+            for j, st in enumerate(sets[a]):
+                if not errs[j] and (not late_pass or st.late):
+                    try:
+                        _read_words(st, bfd, late_pass)
+                    except _Failed as f:
+                        errs[j] = f.err
         alive = 0
         for j, t in enumerate(targets):
             if errs[j]:
                 continue
             try:
-                states[j] = _prepare(t, addrs[offsets[j]:offsets[j + 1]], bfd, kfd, zero)
+                hits[j][k] = _evaluate(t, sets[a][j], zero)
                 alive += 1
             except _Failed as f:
                 errs[j] = f.err
-        if targets and not alive:
-            break
-        if time.monotonic_ns() > deadline:
-            overruns += 1
-        deadline = max(deadline, earliest)
-        while (left := deadline - time.monotonic_ns()) > 0:
-            time.sleep(left / 1e9)
-        lateness[k] = time.monotonic_ns() - deadline
-        for j, t in enumerate(targets):
-            if errs[j]:
-                continue
-            try:
-                hits[j][k] = _check(t, states[j], bfd, zero)
-            except _Failed as f:
-                errs[j] = f.err
         done = k + 1
+        if nxt and late[b]:
+            mark(b, True)
+        if k + 2 < nr_samples:
+            alive = resolve(a, k + 2)
         deadline += interval_ns
     return done, overruns, errs
