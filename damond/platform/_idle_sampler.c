@@ -1139,7 +1139,8 @@ static PyObject *py_floor(PyObject *self, PyObject *args)
     s.buf = malloc(max_io_words * 8);
     s.pmbuf = malloc(PM_SPAN_PAGES * 8);
     uint8_t *row = malloc(t.n ? (size_t)t.n : 1);
-    uint64_t *scratch = malloc(max_io_words * 8);
+    /* the replay reads into it: bitmap runs (max_io_words) and pagemap spans (PM_SPAN_PAGES) */
+    uint64_t *scratch = malloc((max_io_words > PM_SPAN_PAGES ? max_io_words : PM_SPAN_PAGES) * 8);
     size_t nmax = (size_t)(t.n ? t.n : 1);
     void **bufs = malloc(nmax * sizeof(void *));
     uint32_t *lens = malloc(nmax * 4);

@@ -565,3 +565,20 @@ def test_guest_one_page_regions_see_accesses_through_late_marks(native):
     assert r.samples_done == 10 and r.errors == [0]
     assert r.hits[0][:, :8].mean() > 0.4, r.hits[0][:, :8].sum(axis=0)
     assert r.hits[0][:, 8:].mean() <= 0.02, r.hits[0][:, 8:].sum(axis=0)
+
+
+def test_floor_replays_a_pass_with_long_pagemap_reads(own_pagemap, recorder):
+    """The bench's floor replays the sampler's calls, pagemap reads ahead included: 1000
+    one-page regions over 8 MiB, read ahead as spans of up to 4096 entries (32 KiB)."""
+    _kinds_here(True)
+    from damond.platform import _idle_sampler
+
+    m = Mapping(8 * MiB)
+    m.touch(0, m.size)
+    starts, ends = m.regions(1000)
+    addrs = np.concatenate([sampler.pick_addrs(starts, ends, 3, k * 1000) for k in range(4)])
+    cpu_ns, wall_ns, calls = _idle_sampler.floor(own_pagemap, recorder.fileno(),
+                                                 zero_page_pfn(), addrs, 4, False)
+    assert cpu_ns >= 0 and wall_ns > 0
+    # ahead: a handful of pagemap reads for 4000 sampled pages, then marks and reads per sample
+    assert 4 < calls < 4000
