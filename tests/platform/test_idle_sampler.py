@@ -506,6 +506,19 @@ def _drain_lru() -> None:
         f.write("1")
 
 
+def _sample_live(pid: int, starts, ends, native: bool, nr: int) -> sampler.BatchResult:
+    """``nr`` samples 50 ms apart of a live process, against the real bitmap."""
+    _drain_lru()
+    fd = os.open(f"/proc/{pid}/pagemap", os.O_RDONLY | os.O_CLOEXEC)
+    bfd = os.open(BITMAP_PATH, os.O_RDWR | os.O_CLOEXEC)
+    try:
+        return _run([_target(fd, starts, ends)], bfd, native, nr_samples=nr,
+                    interval_ns=50_000_000)
+    finally:
+        os.close(fd)
+        os.close(bfd)
+
+
 @pytest.mark.guest
 @pytest.mark.parametrize("native", KINDS)
 def test_guest_hot_regions_accessed_cold_never(native):
@@ -519,15 +532,7 @@ def test_guest_hot_regions_accessed_cold_never(native):
         cold_s = np.linspace(clo, chi, 17).astype(np.uint64)
         starts = np.concatenate((hot_s[:-1], cold_s[:-1])) & ~np.uint64(PAGE_SIZE - 1)
         ends = np.concatenate((starts[1:], [np.uint64(chi)]))
-        _drain_lru()
-        fd = os.open(f"/proc/{proc.pid}/pagemap", os.O_RDONLY | os.O_CLOEXEC)
-        bfd = os.open(BITMAP_PATH, os.O_RDWR | os.O_CLOEXEC)
-        try:
-            r = _run([_target(fd, starts, ends)], bfd, native, nr_samples=20,
-                     interval_ns=50_000_000)
-        finally:
-            os.close(fd)
-            os.close(bfd)
+        r = _sample_live(proc.pid, starts, ends, native, 20)
     assert r.samples_done == 20 and r.errors == [0]
     hot, cold = r.hits[0][:, :16], r.hits[0][:, 16:]
     assert hot.mean() > 0.4, hot.sum(axis=0)
@@ -553,15 +558,7 @@ def test_guest_one_page_regions_see_accesses_through_late_marks(native):
         cold = np.linspace(clo, chi - PAGE_SIZE, 8).astype(np.uint64)
         starts = np.concatenate((hot, cold)) & ~np.uint64(PAGE_SIZE - 1)
         ends = starts + np.uint64(PAGE_SIZE)
-        _drain_lru()
-        fd = os.open(f"/proc/{proc.pid}/pagemap", os.O_RDONLY | os.O_CLOEXEC)
-        bfd = os.open(BITMAP_PATH, os.O_RDWR | os.O_CLOEXEC)
-        try:
-            r = _run([_target(fd, starts, ends)], bfd, native, nr_samples=10,
-                     interval_ns=50_000_000)
-        finally:
-            os.close(fd)
-            os.close(bfd)
+        r = _sample_live(proc.pid, starts, ends, native, 10)
     assert r.samples_done == 10 and r.errors == [0]
     assert r.hits[0][:, :8].mean() > 0.4, r.hits[0][:, :8].sum(axis=0)
     assert r.hits[0][:, 8:].mean() <= 0.02, r.hits[0][:, 8:].sum(axis=0)
