@@ -339,6 +339,7 @@ struct target {
     /* addresses and pagemap entries of samples [pf_first, pf_first + pf_count), rows of n */
     uint64_t *addrs, *entries;
     uint64_t pf_first, pf_count, pf_cap;
+    const uint64_t *given; /* floor(): the addresses of every sample, rows of n */
     /* the check's reads, one per run of words */
     void **rbufs;
     uint32_t *rlens;
@@ -502,7 +503,7 @@ static int resolve(struct shared *s, struct target *t, struct set *st, uint64_t 
     st->large = 0;
     if (k >= t->pf_first + t->pf_count) {
         uint64_t nr = nr_samples - k < t->pf_cap ? nr_samples - k : t->pf_cap;
-        int err = prefetch(s, t, k, nr, NULL);
+        int err = prefetch(s, t, k, nr, t->given ? t->given + k * (uint64_t)t->n : NULL);
         if (err)
             return err;
     }
@@ -609,9 +610,10 @@ static int mark(struct shared *s, struct set *st, int late)
 }
 
 /* resolve + mark everything: one sample's prepare step (floor() replays it) */
-static int prepare(struct shared *s, struct target *t, struct set *st, uint64_t k)
+static int prepare(struct shared *s, struct target *t, struct set *st, uint64_t k,
+                   uint64_t nr_samples)
 {
-    int err = resolve(s, t, st, k, t->pf_first + t->pf_count);
+    int err = resolve(s, t, st, k, nr_samples);
     return err ? err : mark(s, st, 0);
 }
 
@@ -1148,7 +1150,7 @@ static PyObject *py_floor(PyObject *self, PyObject *args)
     int32_t *res = malloc(nmax * 4);
     PyObject *result = NULL;
     if (!s.buf || !row || !scratch || !bufs || !lens || !offs || !res || !s.pmbuf ||
-        !target_alloc(&t, (uint64_t)nr_samples)) {
+        !target_alloc(&t, nr_samples < PM_AHEAD ? (uint64_t)nr_samples : PM_AHEAD)) {
         PyErr_NoMemory();
         goto out;
     }
@@ -1166,9 +1168,9 @@ static PyObject *py_floor(PyObject *self, PyObject *args)
     int err = 0;
     int64_t c0 = 0, w0 = 0, c1 = 0, w1 = 0;
     Py_BEGIN_ALLOW_THREADS
-    err = prefetch(&s, &t, 0, (uint64_t)nr_samples, addrs);
+    t.given = addrs; /* read ahead PM_AHEAD samples at a time, as sample() does */
     for (Py_ssize_t k = 0; k < nr_samples && !err; k++) {
-        err = prepare(&s, &t, &t.sets[0], (uint64_t)k);
+        err = prepare(&s, &t, &t.sets[0], (uint64_t)k, (uint64_t)nr_samples);
         if (!err)
             err = check(&s, &t, &t.sets[0], row);
     }
