@@ -19,6 +19,7 @@ events go to subscribers that must only buffer.
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -29,7 +30,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import structlog
 import trio
-import trio.testing
 
 from damond.core import kdamond as loop
 from damond.core.attrs import sample_interval
@@ -256,10 +256,11 @@ class Kdamond:
         self._clock_ns = lambda: round(clock.current_time() * 1e9)
         ctx.clock_ns = self._clock_ns
         self._mono_offset_ns = time.monotonic_ns() - self._clock_ns()
-        if self.cpu_budget > 0 and isinstance(clock, trio.testing.MockClock):
+        virtual = _is_virtual(clock)
+        if self.cpu_budget > 0 and virtual:
             # CPU seconds against virtual seconds mean nothing: sample as configured
             self.budget_off_why = "off: the clock is virtual (trio.testing.MockClock)"
-        if isinstance(clock, trio.testing.MockClock):
+        if virtual:
             # a worker thread sleeps in real time: it cannot keep a virtual clock's deadlines
             self._batch_off_why = "off: the clock is virtual (trio.testing.MockClock)"
         ctx.batch_sampling = not self._batch_off_why
@@ -593,6 +594,14 @@ class Kdamond:
 
 #: Access checks whose cost the target pays too (see ``Kdamond._refresh_target_charge``).
 _TARGET_CHARGED = frozenset({"smaps", "soft_dirty"})
+
+
+def _is_virtual(clock) -> bool:
+    """Whether the run's clock is ``trio.testing.MockClock``. Only a program that imported
+    trio.testing can have one, so the daemon need not import it: trio.testing imports pytest,
+    a quarter of the daemon's start-up imports (seconds under emulation)."""
+    testing = sys.modules.get("trio.testing")
+    return testing is not None and isinstance(clock, testing.MockClock)
 
 
 def _timed_cpu(fn, *args):
