@@ -319,8 +319,8 @@ class FuseTree(pyfuse3.Operations):
         handle.content = None  # a later read shows the new content
         return len(data)
 
-    async def flush(self, fh):
-        return None
+    # No flush(): pyfuse3's default answers ENOSYS, after which the kernel sends no FLUSH
+    # again (fc->no_flush) and close(2) returns at once; a store's errno comes from write(2).
 
     async def release(self, fh):
         self._handles.pop(fh, None)
