@@ -51,6 +51,7 @@ from damond.core.schemes import WalkControl, walk_request
 from damond.core.spec import ContextSpec
 from damond.errors import DamonError
 from damond.ops.registry import OperationsRegistry
+from damond.platform.batch_thread import BatchThread
 from damond.platform.pagesize import PAGE_SIZE
 
 if TYPE_CHECKING:
@@ -173,6 +174,7 @@ class Kdamond:
         self._w_target_ns = 0
         # batch sampling (the operation set's sample_aggregation, in a worker thread)
         self._batch_stop: bytearray | None = None
+        self._batch_thread = BatchThread(f"kdamond.{index}")
         self._batch_off_why = "" if scheduler.batch_sampling else "disabled (--sampler per-sample)"
         self.sampler_kind = ""
 
@@ -288,6 +290,7 @@ class Kdamond:
         finally:
             self.running = False
             self.pid = -1
+            self._batch_thread.close()
             with trio.CancelScope(shield=True):
                 try:
                     loop.run_steps(loop.kdamond_stop(ctx))
@@ -420,7 +423,7 @@ class Kdamond:
         first, interval = self._next_deadline()
         stop = self._batch_stop = bytearray(1)
         try:
-            batch, cpu_ns = await trio.to_thread.run_sync(
+            batch, cpu_ns = await self._batch_thread.run(
                 _timed_cpu, effect.fn, effect.ctx, effect.nr_samples, round(interval * 1e9),
                 round(first * 1e9) + self._mono_offset_ns, stop)
         finally:
