@@ -108,6 +108,14 @@ class DamonOperations:
     #: only, and their counters are updated afterwards by the core from the answer. None: the
     #: set samples through ``prepare_access_checks`` and ``check_accesses`` only.
     sample_aggregation: Callable[..., SampledBatch] | None = None
+    #: Optional, with ``sample_aggregation``: ``(ctx) -> bool``, whether a batch begun now
+    #: would be one coalesced span (every target known idle). Asked on the event loop: must
+    #: not block.
+    quiet_span: Callable[[Context], bool] | None = None
+    #: Optional, with ``quiet_span``: ``(ctx) -> list[np.ndarray] | None``, the check ending a
+    #: quiet span when it is cheap (every target still idle), else None (the sample then runs
+    #: through ``sample_aggregation`` in the worker thread). Asked on the event loop.
+    quiet_check: Callable[[Context], list[np.ndarray] | None] | None = None
 
 
 #: The callbacks of an operation set, in the record's order: every field but ``name`` and

@@ -285,6 +285,20 @@ class IdleSkip:
         """The last check found that the process had not run since its bits were cleared."""
         return self._clear
 
+    def still_quiet(self) -> bool:
+        """Whether the process is still known not to have run since its bits were cleared:
+        ``ran()`` would answer False. Changes nothing (one system call), so a caller can ask
+        every target before it commits to a quiet answer (see ``note_quiet``)."""
+        if not self._clear or self.pid is None:
+            return False
+        now = process_cpu_ns(self.pid)
+        return now is not None and now == self._cpu0
+
+    def note_quiet(self) -> None:
+        """Account a check answered by ``still_quiet()``: what ``ran()`` does when it answers
+        False (the bits stay known clear)."""
+        self.skipped += 1
+
     def ran(self) -> bool:
         """After the sampling interval: whether the process used any CPU time since the bits
         were cleared (if not, the check answers "nothing accessed" without looking)."""

@@ -141,3 +141,20 @@ def damon_ops_sample_aggregation(ctx, nr_samples, interval_ns, first_deadline_ns
     check is due at ``first_deadline_ns + k * interval_ns``. ``stop`` is a one-byte bytearray
     set non-zero when the kdamond stops: end the batch early. Must not change ``ctx``. Left
     out: the kdamond samples through ``prepare_access_checks``/``check_accesses``."""
+
+
+@hookspec(firstresult=True)
+def damon_ops_quiet_span(ctx):
+    """Optional, with ``damon_ops_sample_aggregation``: True when a batch begun now would be
+    one coalesced span (``SampledBatch.coalesced``: every target known not to have run since
+    its accessed state was cleared, so no sample before the last needs a wake-up). Called on
+    the event loop: it must not block (answer from what the last check left). The scheduler
+    then sleeps through the span itself, without waking the worker thread."""
+
+
+@hookspec(firstresult=True)
+def damon_ops_quiet_check(ctx):
+    """Optional, with ``damon_ops_quiet_span``: after such a span, the check of its last
+    sample (one boolean array per target) when it is cheap enough for the event loop (every
+    target still known not to have run: nothing accessed), or None, and the scheduler runs
+    that sample through ``damon_ops_sample_aggregation`` in the worker thread instead."""

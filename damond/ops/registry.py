@@ -165,6 +165,8 @@ class OperationsRegistry:
 def _operations(name: str, info: OpsInfo,
                 found: dict[str, Callable | None]) -> DamonOperations:
     """The record of one set, with the kernel's default for every callback it leaves out."""
+    quiet_pair = bool(found["sample_aggregation"] and found["quiet_span"]
+                      and found["quiet_check"])
     return DamonOperations(
         name=name, info=info,
         validate=_validate(name, info.refuses, found["validate"]),
@@ -180,6 +182,9 @@ def _operations(name: str, info: OpsInfo,
         status=_status(found["status"]),
         goal_metric=_goal_metric(found["goal_metric"]),
         sample_aggregation=found["sample_aggregation"],
+        # the quiet-span pair only means something together, and with a batch sampler
+        quiet_span=found["quiet_span"] if quiet_pair else None,
+        quiet_check=found["quiet_check"] if quiet_pair else None,
     )
 
 

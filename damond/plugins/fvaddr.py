@@ -72,3 +72,13 @@ def damon_ops_status(ctx):
 @hookimpl
 def damon_ops_sample_aggregation(ctx, nr_samples, interval_ns, first_deadline_ns, stop):
     return vaddr.sample_aggregation(ctx, nr_samples, interval_ns, first_deadline_ns, stop)
+
+
+@hookimpl
+def damon_ops_quiet_span(ctx):
+    return vaddr.quiet_span(ctx)
+
+
+@hookimpl
+def damon_ops_quiet_check(ctx):
+    return vaddr.quiet_check(ctx)

@@ -561,3 +561,27 @@ def sample_aggregation(ctx, nr_samples: int, interval_ns: int, first_deadline_ns
 @hookimpl
 def damon_ops_sample_aggregation(ctx, nr_samples, interval_ns, first_deadline_ns, stop):
     return sample_aggregation(ctx, nr_samples, interval_ns, first_deadline_ns, stop)
+
+
+def quiet_span(ctx) -> bool:
+    """Shared by vaddr and fvaddr (``damond.plugins.vaddr_batch.quiet_span``)."""
+    from damond.plugins import vaddr_batch
+
+    return vaddr_batch.quiet_span(ctx, [process_of(t) for t in ctx.targets])
+
+
+def quiet_check(ctx) -> list | None:
+    """Shared by vaddr and fvaddr (``damond.plugins.vaddr_batch.quiet_check``)."""
+    from damond.plugins import vaddr_batch
+
+    return vaddr_batch.quiet_check(ctx, [process_of(t) for t in ctx.targets])
+
+
+@hookimpl
+def damon_ops_quiet_span(ctx):
+    return quiet_span(ctx)
+
+
+@hookimpl
+def damon_ops_quiet_check(ctx):
+    return quiet_check(ctx)

@@ -55,6 +55,34 @@ def sample(ctx, procs: list, drop: Callable[[object], None], nr_samples: int,
     return _python(ctx, procs, drop, nr_samples, interval_ns, first_deadline_ns, stop)
 
 
+def _idle_skips(ctx, procs) -> list:
+    """The ``IdleSkip`` of every target with a live process and regions (None for a target
+    whose check has none: ``page_idle`` checks each page, whether its process ran or not)."""
+    return [getattr(p.backend, "idle", None)
+            for t, p in zip(ctx.targets, procs, strict=True) if p is not None and len(t.regions)]
+
+
+def quiet_span(ctx, procs: list) -> bool:
+    """Whether a batch begun now would be one coalesced span (``run_batch``'s ``quiet``):
+    every live target's check knows its process has not run since its bits were cleared.
+    Reads only what the last check left: no system call, so the event loop may ask."""
+    idles = _idle_skips(ctx, procs)
+    return bool(idles) and all(i is not None and i.quiet for i in idles)
+
+
+def quiet_check(ctx, procs: list) -> list[np.ndarray] | None:
+    """The check ending a quiet span, when it needs no page-table walk: every live target's
+    process still has not run (one ``/proc/PID/stat`` read each), so nothing was accessed.
+    None when some target ran or is gone: its check must walk (``smaps``) or drop it, which
+    the worker thread does."""
+    idles = _idle_skips(ctx, procs)
+    if not idles or not all(i is not None and i.still_quiet() for i in idles):
+        return None
+    for i in idles:
+        i.note_quiet()
+    return [np.zeros(len(t.regions), dtype=bool) for t in ctx.targets]
+
+
 def _python(ctx, procs, drop, nr_samples, interval_ns, first_deadline_ns, stop) -> SampledBatch:
     targets = ctx.targets
     addrs: list[np.ndarray | None] = [None] * len(targets)
@@ -90,8 +118,7 @@ def _python(ctx, procs, drop, nr_samples, interval_ns, first_deadline_ns, stop) 
 
     def quiet() -> bool:
         """Every live target's check knows its process has not run (``IdleSkip``)."""
-        idles = [getattr(p.backend, "idle", None) for i, p in enumerate(procs) if not gone[i]]
-        return bool(idles) and all(i is not None and i.quiet for i in idles)
+        return quiet_span(ctx, [None if gone[i] else p for i, p in enumerate(procs)])
 
     kinds = sorted({p.backend_name for p in procs if p is not None}) or ["none"]
     return run_batch(prepare, check, [len(t.regions) for t in targets], nr_samples=nr_samples,

@@ -8,6 +8,8 @@ Python; the native page_idle sampler is tested in the guest lane
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -140,3 +142,117 @@ async def test_requests_are_served_between_samples_not_at_the_batch_end():
     # each served within about one sampling interval, well before the 4 s batch would end
     assert max(waits) < 1.5, waits
     assert 0 < passed < 20 and aggregations == 0
+
+
+# -- quiet spans slept through on the event loop (Kdamond._quiet_batch) -------------------------
+
+#: allocates and touches 32 MiB, says so, then sleeps on stdin until told to touch it in a loop
+WAKING_TARGET = """
+import mmap, sys
+m = mmap.mmap(-1, 32 << 20)
+for i in range(0, len(m), 4096):
+    m[i] = 1
+print("ready", flush=True)
+sys.stdin.readline()
+while True:
+    for i in range(0, len(m), 4096):
+        m[i] = 1
+"""
+
+
+def _voluntary_switches(thread_name: str) -> int:
+    """How often the named thread of this process went to sleep (each sleep: one wake-up)."""
+    import threading
+
+    (thread,) = [t for t in threading.enumerate() if t.name == thread_name]
+    with open(f"/proc/self/task/{thread.native_id}/status") as f:
+        for line in f:
+            if line.startswith("voluntary_ctxt_switches:"):
+                return int(line.split()[1])
+    raise AssertionError("no voluntary_ctxt_switches line")
+
+
+async def test_quiet_spans_are_slept_on_the_event_loop_without_waking_the_batch_thread():
+    proc = await trio.lowlevel.open_process(["sleep", "30"])
+    try:
+        ctx = api.context("vaddr", attrs=AttrsSpec(), targets=[api.target(pid=proc.pid)])
+        events = []
+        async with api.session(seed=3) as s:
+            kd = await s.start(ctx)
+            kd.subscribe(events.append)
+            await trio.sleep(0.6)  # the first batch finds the process idle
+            switches0, aggr0 = _voluntary_switches(kd.name), kd.stats.aggregations
+            await trio.sleep(1.0)
+            switches = _voluntary_switches(kd.name) - switches0
+            aggregations = kd.stats.aggregations - aggr0
+            status = kd.status()
+            await kd.stop()
+    finally:
+        proc.kill()
+        await proc.wait()
+    sampler = status["sampler"]
+    assert sampler["idle_spans_on_event_loop"] >= aggregations - 1 > 5, (sampler, aggregations)
+    # the batch thread slept through it all (it woke 2-3 times per aggregation before)
+    assert switches <= 1, switches
+    # the same answers and pace as the thread's spans: nothing accessed, every sample counted
+    assert status["samples"] >= 20 * (status["aggregations"] - 1)
+    assert all(max(ev.targets[0].nr_accesses) == 0 for ev in events)
+
+
+async def test_a_target_that_wakes_during_a_quiet_span_is_checked_in_the_batch_thread():
+    proc = await trio.lowlevel.open_process([sys.executable, "-c", WAKING_TARGET],
+                                            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert (await proc.stdout.receive_some(64)).startswith(b"ready")
+        ctx = api.context("vaddr", attrs=AttrsSpec(), targets=[api.target(pid=proc.pid)])
+        events = []
+        async with api.session(seed=3) as s:
+            kd = await s.start(ctx)
+            kd.subscribe(events.append)
+            with trio.fail_after(10):
+                while kd.stats.loop_quiet_spans < 3:
+                    await trio.sleep(0.05)
+            idle_events = len(events)
+            await proc.stdin.send_all(b"go\n")
+            await trio.sleep(1.0)
+            status = kd.status()
+            await kd.stop()
+    finally:
+        proc.kill()
+        await proc.wait()
+    assert all(max(ev.targets[0].nr_accesses) == 0 for ev in events[:idle_events])
+    # the span that the wake-up interrupted ended with a real check, and sampling went on one
+    # sample at a time: the touched mapping is found accessed in most samples
+    busy = [max(ev.targets[0].nr_accesses) for ev in events[idle_events + 1:]]
+    assert busy and max(busy) >= 10, busy
+    assert status["sampler"]["kind"] == "python", status["sampler"]
+
+
+async def test_a_request_ends_a_quiet_span_at_once():
+    # 20 samples of 100 ms: an idle span lasts 1.9 s; a request must not wait for its end
+    attrs = AttrsSpec(sample_us=100_000, aggr_us=2_000_000, update_us=4_000_000)
+    proc = await trio.lowlevel.open_process(["sleep", "30"])
+    try:
+        ctx = api.context("vaddr", attrs=attrs, targets=[api.target(pid=proc.pid)])
+        async with api.session(seed=3) as s:
+            kd = await s.start(ctx)
+            with trio.fail_after(10):
+                while kd.stats.loop_quiet_spans < 1 or kd._quiet_scope is None:
+                    await trio.sleep(0.05)
+            await trio.sleep(0.3)  # some samples into the span
+            samples0 = kd.stats.samples
+            t0 = time.monotonic()
+            passed = await kd.call(lambda c: c.passed_sample_intervals)
+            waited = time.monotonic() - t0
+            aggregations0 = kd.stats.aggregations
+            await trio.sleep(2.5)  # monitoring goes on after the request
+            samples, aggregations = kd.stats.samples, kd.stats.aggregations
+            await kd.stop()
+    finally:
+        proc.kill()
+        await proc.wait()
+    assert waited < 1.0, waited
+    # the samples whose deadlines had passed were counted before the request was served
+    assert passed >= samples0 + 2, (passed, samples0)
+    # (samples are counted when a batch ends: the next aggregation's end is in the window)
+    assert aggregations > aggregations0 and samples >= passed + 10, (samples, passed)
