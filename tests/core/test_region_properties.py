@@ -17,11 +17,17 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from damond.core.regions import (
+    SMALL_N_MERGE,
+    SMALL_N_SPLIT,
     Regions,
     merge_regions,
     merge_regions_of,
+    merge_regions_of_arrays,
+    merge_regions_of_lists,
     set_regions,
     split_regions_of,
+    split_regions_of_arrays,
+    split_regions_of_lists,
 )
 from tests.core import kernel_reference as kref
 
@@ -236,15 +242,62 @@ def merge_inputs(draw, min_region: int):
     return rows, thres, sz_limit
 
 
+@pytest.mark.parametrize("merge", [merge_regions_of_lists, merge_regions_of_arrays])
 @pytest.mark.parametrize("min_region", MIN_REGIONS)
 @settings(SETTINGS, max_examples=200)
 @given(data=st.data())
-def test_merge_regions_of_matches_kernel_loop(min_region, data):
+def test_merge_regions_of_matches_kernel_loop(merge, min_region, data):
+    """Both implementations (lists for few regions, arrays for many) against the kernel's."""
     rows, thres, sz_limit = data.draw(merge_inputs(min_region))
-    got = rows_of(merge_regions_of(to_regions(rows), thres, sz_limit))
+    got = rows_of(merge(to_regions(rows), thres, sz_limit))
     ref = kref.regions_from_tuples(rows)
     kref.merge_regions_of(ref, thres, sz_limit)
     assert got == krows(ref)
+
+
+@pytest.mark.parametrize("min_region", MIN_REGIONS)
+@pytest.mark.parametrize("nr_subs", [2, 3])
+@settings(SETTINGS, max_examples=150)
+@given(data=st.data(), seed=st.integers(0, 2**32 - 1))
+def test_split_lists_and_arrays_cut_alike(min_region, nr_subs, data, seed):
+    """The list split draws the same numbers as the array split and cuts at the same
+    points, so a seeded kdamond splits alike whichever one its region count picks; the
+    generator is left in the same state too."""
+    rows = data.draw(region_rows(min_region, max_n=40))
+    rng_l, rng_a = np.random.default_rng(seed), np.random.default_rng(seed)
+    got = rows_of(split_regions_of_lists(to_regions(rows), nr_subs, min_region, rng_l))
+    want = rows_of(split_regions_of_arrays(to_regions(rows), nr_subs, min_region, rng_a))
+    assert got == want
+    assert rng_l.integers(1 << 62) == rng_a.integers(1 << 62)
+
+
+def test_split_lists_wrap_draw_times_size_at_64_bits():
+    """A region above 2**64 / 9 bytes: ``draw * size`` wraps as the kernel's unsigned long
+    does, in both implementations."""
+    rows = [(0, 2**63, 0, 0, 0, 0), (2**63, 2**64 - 1, 0, 0, 0, 0)]
+    for seed in range(20):
+        got = rows_of(split_regions_of_lists(to_regions(rows), 3, 1,
+                                             np.random.default_rng(seed)))
+        want = rows_of(split_regions_of_arrays(to_regions(rows), 3, 1,
+                                               np.random.default_rng(seed)))
+        assert got == want
+
+
+def test_the_dispatch_takes_lists_up_to_small_n():
+    """``merge_regions_of``/``split_regions_of`` pick by size; both sides of the limits
+    agree."""
+    def rows(n):
+        return [(i * 10, i * 10 + 10, i % 3, (i % 3) * 10000, i % 2, i % 5) for i in range(n)]
+
+    for n in (SMALL_N_MERGE, SMALL_N_MERGE + 1):
+        assert (rows_of(merge_regions_of(to_regions(rows(n)), 1, 25))
+                == rows_of(merge_regions_of_arrays(to_regions(rows(n)), 1, 25))
+                == rows_of(merge_regions_of_lists(to_regions(rows(n)), 1, 25)))
+    for n in (SMALL_N_SPLIT, SMALL_N_SPLIT + 1):
+        a = rows_of(split_regions_of(to_regions(rows(n)), 3, 1, np.random.default_rng(7)))
+        b = rows_of(split_regions_of_lists(to_regions(rows(n)), 3, 1,
+                                           np.random.default_rng(7)))
+        assert a == b
 
 
 def test_merge_regions_of_chain_rounding():
