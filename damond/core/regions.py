@@ -164,9 +164,9 @@ def _merge_into(st, en, nr, bp, age, i, r_start, r_end, r_nr, r_age) -> None:
 #: most of the work, and it is paid with cold caches: a kdamond watching an idle process
 #: wakes once per aggregation, and on the host these two steps took ~400 µs of its ~1.2 ms
 #: per aggregation (~250 µs with lists). Warm, on the host: the list merge is faster up to at
-#: least 200 regions (158 against 190 µs), the list split only up to about 30 (82 against
-#: 67 µs at 40, 175 against 69 at 96); at 64 regions its loss is some 50 µs per
-#: aggregation. Both versions give identical results (tests/core).
+#: least 200 regions (158 against 190 µs), the list split up to about 48 (43 against 48 µs
+#: at 40, 60 against 51 at 64, 81 against 50 at 96). Both versions give identical results
+#: (tests/core).
 SMALL_N_MERGE = 256
 SMALL_N_SPLIT = 64
 
@@ -299,10 +299,11 @@ _MASK64 = (1 << 64) - 1
 
 def split_regions_of_lists(regions: Regions, nr_subs: int, min_region: int,
                            rng: np.random.Generator) -> Regions:
-    """``split_regions_of`` on Python lists. The draws are the array version's (one
-    ``rng.integers`` call per cut, for every region), and ``draw * size`` wraps at 64 bits
-    as the kernel's ``unsigned long`` (and numpy's ``uint64``) does."""
-    st, en, nr, bp, last, age = regions.to_lists()
+    """``split_regions_of`` with its cuts made in Python. The draws are the array version's
+    (one ``rng.integers`` call per cut, for every region), and ``draw * size`` wraps at 64
+    bits as the kernel's ``unsigned long`` (and numpy's ``uint64``) does. The pieces' counters
+    are gathered from their regions' arrays at once."""
+    st, en = regions.start.tolist(), regions.end.tolist()
     n = len(st)
     if n == 0 or nr_subs < 2:
         return regions
@@ -311,33 +312,37 @@ def split_regions_of_lists(regions: Regions, nr_subs: int, min_region: int,
         return regions
     r1 = rng.integers(1, 10, size=n, dtype=_U64).tolist()
     r2 = rng.integers(1, 10, size=n, dtype=_U64).tolist() if nr_subs >= 3 else None
-    out: tuple[list, ...] = ([], [], [], [], [], [])
-    o_st, o_en, o_nr, o_bp, o_last, o_age = out
+    o_st: list[int] = []
+    o_en: list[int] = []
+    owner: list[int] = []
+    mr = min_region
     for i in range(n):
         s, e = st[i], en[i]
         sz = e - s
-        cuts = []
         if sz > two:
-            c1 = ((r1[i] * sz) & _MASK64) // 10 // min_region * min_region
-            ok1 = c1 != 0 and c1 < sz
+            c1 = ((r1[i] * sz) & _MASK64) // 10 // mr * mr
+            ok1 = 0 < c1 < sz
+            piece = s  # where the next piece starts
             if r2 is not None:
                 size2 = c1 if ok1 else sz
-                c2 = ((r2[i] * size2) & _MASK64) // 10 // min_region * min_region
-                if size2 > two and c2 != 0 and c2 < size2:
-                    cuts.append(s + c2)
+                c2 = ((r2[i] * size2) & _MASK64) // 10 // mr * mr
+                if size2 > two and 0 < c2 < size2:
+                    o_st.append(piece)
+                    o_en.append(s + c2)
+                    owner.append(i)
+                    piece = s + c2
             if ok1:
-                cuts.append(s + c1)
+                o_st.append(piece)
+                o_en.append(s + c1)
+                owner.append(i)
+                piece = s + c1
+            s = piece
         o_st.append(s)
-        for c in cuts:
-            o_en.append(c)
-            o_st.append(c)
         o_en.append(e)
-        k = len(cuts) + 1
-        o_nr.extend([nr[i]] * k)
-        o_bp.extend([bp[i]] * k)
-        o_last.extend([last[i]] * k)
-        o_age.extend([age[i]] * k)
-    return Regions.from_lists(*out)
+        owner.append(i)
+    idx = np.array(owner, dtype=np.intp)
+    return Regions.from_lists(o_st, o_en, regions.nr_accesses[idx], regions.nr_accesses_bp[idx],
+                              regions.last_nr_accesses[idx], regions.age[idx])
 
 
 def split_regions_of_arrays(regions: Regions, nr_subs: int, min_region: int,
