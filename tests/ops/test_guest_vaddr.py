@@ -42,9 +42,10 @@ DEFAULT_ATTRS = AttrsSpec()
 
 
 def _monitor(pid: int, seconds: float, backend: str, attrs: AttrsSpec | None = None,
-             seen: dict | None = None) -> list:
-    ctx = api.context("vaddr", attrs=attrs or GUEST_ATTRS,
-                      targets=[api.target(pid=pid, access_check=backend)])
+             seen: dict | None = None, ops: str = "vaddr",
+             regions: list[tuple[int, int]] | None = None) -> list:
+    ctx = api.context(ops, attrs=attrs or GUEST_ATTRS,
+                      targets=[api.target(pid=pid, regions=regions, access_check=backend)])
     snaps = []
 
     def keep(ev) -> None:
@@ -110,18 +111,22 @@ def test_working_set_estimate_within_20_percent():
 
 
 def test_soft_dirty_sees_a_writer_and_misses_a_reader():
+    """A per-page property of the check, so measured with fvaddr over exactly the buffer.
+    With vaddr the adaptive regions decide what is charged to the buffer: one run in CI saw
+    the reader's buffer at 0.887 accesses, and a guest run showed why, a 24 MiB region
+    covering the 8 MiB buffer and written memory of the process beside it."""
     _require("soft_dirty")
     seen = {}
     for mode in ("writer", "reader"):
         with workload(mode, "--hot", "8M") as (proc, info):
-            snaps = _monitor(proc.pid, 10, "soft_dirty")
-        lo, hi = info["ranges"]["hot"]
+            lo, hi = info["ranges"]["hot"]
+            snaps = _monitor(proc.pid, 10, "soft_dirty", ops="fvaddr", regions=[(lo, hi)])
         tail = snaps[len(snaps) // 2:]
         seen[mode] = analysis.percentile(
             [analysis.mean_access_over(s, e, n, lo, hi) for s, e, n, _ in tail], 50)
     # soft-dirty write-protects every page at each sample, so under emulation the writer
     # spends most of an interval in write faults and a sampled page is found written in only
-    # some samples (seen: 4 to 10 of 20); the reader is never seen
+    # some samples (seen: 4 to 19 of 20 across boots); the reader is never seen
     assert seen["writer"] >= 2, seen
     assert seen["reader"] <= 0.5, seen
     assert seen["writer"] >= 10 * max(seen["reader"], 0.1), seen
