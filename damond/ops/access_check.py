@@ -36,7 +36,7 @@ import numpy as np
 from damond.errors import DamonError
 from damond.platform import pagemap as pm
 from damond.platform import refs
-from damond.platform.kpageflags import is_huge_part, read_flags
+from damond.platform.kpageflags import KPAGEFLAGS_PATH, is_huge_part, read_flags
 from damond.platform.page_idle import PageIdleBitmap
 from damond.platform.pagesize import PAGE_SHIFT, PAGE_SIZE, PMD_PAGES
 from damond.platform.probe import probe
@@ -137,6 +137,7 @@ class PageIdleCheck:
         self._folio_pages = np.zeros(0, dtype=np.uint64)
         self._lean: list[int] | None = None
         self._untrackable = np.zeros(0, dtype=bool)
+        self._kpageflags_fd: int | None = None
 
     def prepare(self, addrs: np.ndarray) -> None:
         self._lean = None
@@ -227,9 +228,24 @@ class PageIdleCheck:
         i = np.maximum(i, 0)
         return ok & (addrs < ends[i])
 
+    def kpageflags_fd(self) -> int:
+        """``/proc/kpageflags`` open for the native sampler's huge-page lookups (-1 when it
+        cannot be opened: pages in THP areas are then checked at the sampled page itself).
+        Opened once rather than per batch: under emulation the open and close were a quarter
+        of a batch's Python set-up."""
+        if self._kpageflags_fd is None:
+            try:
+                self._kpageflags_fd = os.open(KPAGEFLAGS_PATH, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                self._kpageflags_fd = -1
+        return self._kpageflags_fd
+
     def close(self) -> None:
         self.pagemap.close()
         self.bitmap.close()
+        if self._kpageflags_fd is not None and self._kpageflags_fd >= 0:
+            os.close(self._kpageflags_fd)
+        self._kpageflags_fd = None
 
 
 def _share_within_folios(addrs: np.ndarray, accessed: np.ndarray,

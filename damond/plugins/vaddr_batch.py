@@ -16,8 +16,6 @@ the per-sample path drops it.
 
 from __future__ import annotations
 
-import contextlib
-import os
 from collections.abc import Callable
 
 import numpy as np
@@ -35,7 +33,6 @@ except ImportError as exc:  # pragma: no cover - only when the module itself is 
 else:
     _NO_SAMPLER = ""
 
-KPAGEFLAGS = "/proc/kpageflags"
 
 
 def native_status() -> tuple[bool, str]:
@@ -138,12 +135,11 @@ def _native(ctx, procs, drop, nr_samples, interval_ns, first_deadline_ns, stop) 
             ends=t.regions.end, thp_starts=starts, thp_ends=ends))
     bitmap_fd = procs[order[0]].backend.bitmap.fileno()
     seed = int(ctx.rng.integers(1, 1 << 63))
-    with _kpageflags() as kfd:
-        res = idle_sampler.sample_batch(
-            specs, bitmap_fd=bitmap_fd, kpageflags_fd=kfd,
-            zero_pfn=max(procs[order[0]].backend._zero_pfn, 0), nr_samples=nr_samples,
-            interval_ns=interval_ns, first_deadline_ns=first_deadline_ns, seed=seed,
-            stop=stop)
+    backend = procs[order[0]].backend
+    res = idle_sampler.sample_batch(
+        specs, bitmap_fd=bitmap_fd, kpageflags_fd=backend.kpageflags_fd(),
+        zero_pfn=max(backend._zero_pfn, 0), nr_samples=nr_samples,
+        interval_ns=interval_ns, first_deadline_ns=first_deadline_ns, seed=seed, stop=stop)
     done = res.samples_done
     accessed = [np.zeros((done, len(t.regions)), dtype=bool) for t in ctx.targets]
     for j, i in enumerate(order):
@@ -154,16 +150,3 @@ def _native(ctx, procs, drop, nr_samples, interval_ns, first_deadline_ns, stop) 
                         overruns=res.overruns, check_ns=0,
                         kind=f"native (page_idle; check reads by {res.check_reads}; "
                              "GIL released)")
-
-
-@contextlib.contextmanager
-def _kpageflags():
-    try:
-        fd = os.open(KPAGEFLAGS, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        fd = -1  # without it, pages in THP areas are checked at the sampled page itself
-    try:
-        yield fd
-    finally:
-        if fd >= 0:
-            os.close(fd)
