@@ -23,6 +23,11 @@ Measured, for each side:
 Prints one line per measure with both values and their ratio, ending with
 ``aggregations_ratio=<damond's aggregations / the kernel's in the same time>`` (below 1:
 damond fell behind) and ``cpu_ratio_vs_kernel=<number>``.
+
+Under the guest's default single-threaded emulation both vCPUs share one host thread, so the
+CPU a monitor uses slows the workload too (halved under damond, measured): see
+docs/sampler.md, "Why the guest falls behind". ``GUEST_ACCEL=tcg,thread=multi guest-run ...``
+gives each vCPU its own host thread; the guest kernel's README warns that it can crash.
 """
 
 from __future__ import annotations
