@@ -34,7 +34,6 @@ else:
     _NO_SAMPLER = ""
 
 
-
 def native_status() -> tuple[bool, str]:
     """Whether the native page_idle sampler can run here, and why (not)."""
     if idle_sampler is None:
